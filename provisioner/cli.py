@@ -1,0 +1,43 @@
+"""``cinder-provisioner``: the admin command line. This is where objects are constructed and wired.
+
+Subcommands live in their own modules (``render``, ``controller_main``, ``sandbox``); each exposes
+``add_parser(subparsers)`` and a ``run(args) -> int``. Imports are lazy so ``render`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+#: subcommand → module exposing add_parser() and run()
+_SUBCOMMANDS = {
+    "render": "provisioner.render",
+    "run": "provisioner.controller_main",
+    "sandbox": "provisioner.sandbox",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every subcommand registered)."""
+    parser = argparse.ArgumentParser(
+        prog="cinder-provisioner",
+        description="Kubernetes PersistentVolumes backed by OpenStack Cinder.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in _SUBCOMMANDS.values():
+        importlib.import_module(module_name).add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cinder-provisioner`` console script."""
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(_SUBCOMMANDS[args.command])
+    result: int = module.run(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

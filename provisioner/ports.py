@@ -1,0 +1,85 @@
+"""Ports: the interfaces the core needs from the outside world.
+
+Each port has a real adapter (``provisioner/adapters``) and is exercised by one contract suite
+(``tests/contract``) against the emulator and, where it exists here, the real thing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
+from provisioner.model import (
+    Attachment,
+    AttachmentId,
+    CinderCapabilities,
+    ConnectionInfo,
+    Connector,
+    CreateVolumeRequest,
+    Snapshot,
+    SnapshotId,
+    Volume,
+    VolumeId,
+)
+
+
+class CinderPort(Protocol):
+    """Block Storage v3, as the provisioner uses it. Every method raises only ``errors.CinderError``s."""
+
+    @property
+    def capabilities(self) -> CinderCapabilities:
+        """What the negotiated microversion allows."""
+        ...
+
+    def create_volume(self, request: CreateVolumeRequest) -> Volume: ...
+
+    def get_volume(self, volume_id: VolumeId) -> Volume:
+        """Raises CinderNotFound."""
+        ...
+
+    def find_volume(self, *, name: str, cluster: str) -> Volume | None:
+        """The one volume with this name whose metadata carries our cluster tag; two → CinderAmbiguous."""
+        ...
+
+    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
+        """All volumes whose metadata contains ``metadata`` (follows pagination)."""
+        ...
+
+    def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:
+        """Start deletion; 404 counts as success."""
+        ...
+
+    def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None: ...
+
+    # v3 attachments (3.27+, complete 3.44+)
+    def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment: ...
+
+    def complete_attachment(self, attachment_id: AttachmentId) -> None: ...
+
+    def delete_attachment(self, attachment_id: AttachmentId) -> None:
+        """404 counts as success."""
+        ...
+
+    # legacy export
+    def reserve(self, volume_id: VolumeId) -> None: ...
+
+    def initialize_connection(self, volume_id: VolumeId, connector: Connector) -> ConnectionInfo: ...
+
+    def terminate_connection(self, volume_id: VolumeId, connector: Connector) -> None: ...
+
+    def unreserve(self, volume_id: VolumeId) -> None: ...
+
+    # snapshots
+    def create_snapshot(
+        self, volume_id: VolumeId, *, name: str, metadata: Mapping[str, str], force: bool = False
+    ) -> Snapshot: ...
+
+    def get_snapshot(self, snapshot_id: SnapshotId) -> Snapshot: ...
+
+    def list_snapshots(
+        self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
+    ) -> Iterator[Snapshot]: ...
+
+    def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
+        """404 counts as success."""
+        ...
