@@ -27,6 +27,11 @@ ANN_CLOUD: Final = PREFIX + "cloud"
 ANN_PROVISIONING_STEP: Final = PREFIX + "provisioning-step"
 ANN_LEASE_HOLDER: Final = PREFIX + "lease-holder"
 
+# Labels we write
+LABEL_PV: Final = PREFIX + "pv"  # on provisioner-owned Secrets: the PV they belong to
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE: Final = "cinder-provisioner"
+
 # Annotations users / admins write
 ANN_RESTORE_FROM_SNAPSHOT: Final = PREFIX + "restore-from-snapshot"
 ANN_ADOPT_VOLUME: Final = PREFIX + "adopt-volume"
