@@ -1,0 +1,335 @@
+"""Kubernetes adapter: the official ``kubernetes`` client's transport, configuration and auth, raw JSON out.
+
+Why raw JSON: the generated model classes cost milliseconds per object to (de)serialize and several KiB of
+memory each; the controller's budget is ≤ 2 ms CPU per PVC and ≤ 10 KiB per cached object. So requests go
+through ``ApiClient.param_serialize`` / ``call_api`` (same config, TLS, auth and connection pool as the
+typed APIs) and responses are parsed once with ``json.loads``. Every failure becomes a ``KubeError``.
+A token bucket enforces the configured client QPS / burst (the Python client has none).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import kubernetes  # type: ignore[import-untyped]
+import urllib3
+from kubernetes.client import ApiClient, Configuration  # type: ignore[import-untyped]
+
+from provisioner.errors import (
+    KubeAlreadyExists,
+    KubeConflict,
+    KubeError,
+    KubeGone,
+    KubeInvalid,
+    KubeNotFound,
+    KubeTooManyRequests,
+    KubeUnavailable,
+)
+
+PatchType = Literal["json", "merge", "strategic"]
+_PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
+    "json": "application/json-patch+json",
+    "merge": "application/merge-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """Where a kind lives in the API."""
+
+    prefix: str  # "/api/v1" or "/apis/<group>/<version>"
+    plural: str
+    namespaced: bool
+
+
+RESOURCES: Mapping[str, Resource] = {
+    "persistentvolumeclaims": Resource("/api/v1", "persistentvolumeclaims", True),
+    "persistentvolumes": Resource("/api/v1", "persistentvolumes", False),
+    "secrets": Resource("/api/v1", "secrets", True),
+    "events": Resource("/api/v1", "events", True),
+    "nodes": Resource("/api/v1", "nodes", False),
+    "storageclasses": Resource("/apis/storage.k8s.io/v1", "storageclasses", False),
+    "leases": Resource("/apis/coordination.k8s.io/v1", "leases", True),
+    "volumesnapshots": Resource("/apis/snapshot.storage.k8s.io/v1", "volumesnapshots", True),
+    "volumesnapshotcontents": Resource("/apis/snapshot.storage.k8s.io/v1", "volumesnapshotcontents", False),
+    "volumesnapshotclasses": Resource("/apis/snapshot.storage.k8s.io/v1", "volumesnapshotclasses", False),
+}
+
+
+class TokenBucket:
+    """Client-side rate limit: ``qps`` tokens per second, bucket of ``burst``. Thread-safe, blocking."""
+
+    def __init__(self, *, qps: float, burst: int, clock: Any = time.monotonic, sleep: Any = time.sleep):
+        if qps <= 0 or burst < 1:
+            raise ValueError("qps must be > 0 and burst >= 1")
+        self._qps = qps
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._sleep = sleep
+        self._last = clock()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        """Take one token, waiting for it if needed."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._qps)
+            self._last = now
+            self._tokens -= 1.0
+            wait = -self._tokens / self._qps if self._tokens < 0 else 0.0
+        if wait > 0:
+            self._sleep(wait)
+
+
+def load_client_configuration(kubeconfig: str | None) -> Any:
+    """In-cluster config when running in a pod, else the kubeconfig (explicit path or default)."""
+    config = Configuration()
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+        return config
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=config)
+    return config
+
+
+class KubeAdapter:
+    """Raw-JSON access to the resources in ``RESOURCES``. Thread-safe (urllib3 pool)."""
+
+    def __init__(
+        self,
+        configuration: Any,
+        *,
+        qps: float = 50.0,
+        burst: int = 100,
+        request_timeout: float = 30.0,
+        pool_size: int = 32,
+    ) -> None:
+        configuration.connection_pool_maxsize = pool_size
+        self._api = ApiClient(configuration)
+        self._bucket = TokenBucket(qps=qps, burst=burst)
+        self._timeout = request_timeout
+        self._watches: set[Any] = set()
+        self._watch_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Abort open watches and release the connection pool."""
+        self.abort_watches()
+        self._api.close()
+
+    def abort_watches(self) -> None:
+        """Unblock every open watch stream from another thread (used on shutdown)."""
+        with self._watch_lock:
+            responses = list(self._watches)
+        for resp in responses:
+            try:
+                resp.shutdown()
+            except Exception:  # noqa: S110, BLE001 - best effort: the stream may already be closed
+                pass
+
+    # ---- plumbing ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _path(resource: str, namespace: str | None, name: str | None = None, sub: str | None = None) -> str:
+        res = RESOURCES[resource]
+        path = res.prefix
+        if res.namespaced and namespace is not None:
+            path += f"/namespaces/{namespace}"
+        path += f"/{res.plural}"
+        if name is not None:
+            path += f"/{name}"
+        if sub is not None:
+            path += f"/{sub}"
+        return path
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, Any]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float | tuple[float, float] | None = None,
+        stream: bool = False,
+    ) -> Any:
+        self._bucket.acquire()
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        try:
+            method_, url, headers_, body_, _ = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=list(query) or None,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            resp = self._api.call_api(
+                method_, url, header_params=headers_, body=body_, _request_timeout=timeout or self._timeout
+            )
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise KubeUnavailable(f"{method} {path}: {e}") from e
+        except kubernetes.client.exceptions.ApiException as e:  # raised by the client for some failures
+            raise _error_from(method, path, e.status or 0, (e.body or b""), e.headers or {}) from e
+        if not 200 <= resp.status < 300:
+            raw = resp.read()
+            raise _error_from(method, path, resp.status, raw, resp.headers)
+        if stream:
+            return resp
+        return json.loads(resp.read() or b"null")
+
+    # ---- verbs ---------------------------------------------------------------------------------------
+
+    def list(
+        self, resource: str, *, label_selector: str | None = None, page_size: int = 500
+    ) -> tuple[list[dict[str, Any]], str]:
+        """All objects (all namespaces) and the collection resourceVersion; follows ``continue``."""
+        items: list[dict[str, Any]] = []
+        cont: str | None = None
+        rv = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", page_size)]
+            if cont:
+                query.append(("continue", cont))
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            page = self._call("GET", self._path(resource, None), query=query)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            rv = meta.get("resourceVersion", rv)
+            cont = meta.get("continue")
+            if not cont:
+                return items, rv
+
+    def watch(
+        self, resource: str, *, resource_version: str, timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Stream ``(type, object)`` after ``resource_version``; raises KubeGone on 410 (relist)."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", resource_version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", timeout_seconds),
+        ]
+        path = self._path(resource, None)
+        resp = self._call("GET", path, query=query, timeout=(10.0, timeout_seconds + 30.0), stream=True)
+        with self._watch_lock:
+            self._watches.add(resp.response)
+        try:
+            buffer = b""
+            for chunk in resp.response.stream(65536, decode_content=True):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    etype = event.get("type", "")
+                    obj = event.get("object") or {}
+                    if etype == "ERROR":
+                        code = obj.get("code", 0)
+                        if code == 410:
+                            raise KubeGone(obj.get("message", "too old resource version"), status_code=410)
+                        raise _error_from("WATCH", path, int(code or 500), json.dumps(obj).encode(), {})
+                    yield etype, obj
+        except (urllib3.exceptions.HTTPError, OSError, json.JSONDecodeError) as e:
+            raise KubeUnavailable(f"watch {path}: {e}") from e
+        finally:
+            with self._watch_lock:
+                self._watches.discard(resp.response)
+            resp.response.close()
+            resp.response.release_conn()
+
+    def get(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        """One object; KubeNotFound if absent."""
+        result: dict[str, Any] = self._call("GET", self._path(resource, namespace, name))
+        return result
+
+    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+        """Create; KubeAlreadyExists on a name clash."""
+        result: dict[str, Any] = self._call("POST", self._path(resource, namespace), body=dict(obj))
+        return result
+
+    def replace(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+        """PUT (resourceVersion in the body makes it conditional)."""
+        name = obj["metadata"]["name"]
+        result: dict[str, Any] = self._call("PUT", self._path(resource, namespace, name), body=dict(obj))
+        return result
+
+    def patch(
+        self,
+        resource: str,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        patch_type: PatchType = "merge",
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        """PATCH with the given content type; returns the live object after the patch."""
+        result: dict[str, Any] = self._call(
+            "PATCH",
+            self._path(resource, namespace, name, subresource),
+            body=patch,
+            content_type=_PATCH_CONTENT_TYPES[patch_type],
+        )
+        return result
+
+    def delete(
+        self,
+        resource: str,
+        name: str,
+        *,
+        namespace: str | None = None,
+        uid: str | None = None,
+        propagation: str | None = None,
+    ) -> None:
+        """DELETE (uid precondition optional); KubeNotFound if absent."""
+        body: dict[str, Any] = {"apiVersion": "v1", "kind": "DeleteOptions"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        if propagation:
+            body["propagationPolicy"] = propagation
+        self._call("DELETE", self._path(resource, namespace, name), body=body)
+
+
+def _error_from(method: str, path: str, status: int, raw: bytes | str, headers: Any) -> KubeError:
+    try:
+        status_obj = json.loads(raw) if raw else {}
+    except (ValueError, TypeError):
+        status_obj = {}
+    if not isinstance(status_obj, dict):
+        status_obj = {}
+    reason = str(status_obj.get("reason") or "")
+    message = f"{method} {path}: {status} {reason}: {status_obj.get('message', '')}".strip()
+    if status == 404:
+        return KubeNotFound(message, status_code=status, reason=reason)
+    if status == 409:
+        cls = KubeAlreadyExists if reason == "AlreadyExists" else KubeConflict
+        return cls(message, status_code=status, reason=reason)
+    if status == 410:
+        return KubeGone(message, status_code=status, reason=reason)
+    if status == 422:
+        return KubeInvalid(message, status_code=status, reason=reason)
+    if status == 429:
+        retry_after = _retry_after(headers)
+        return KubeTooManyRequests(message, retry_after=retry_after, status_code=status, reason=reason)
+    if status >= 500 or status == 0:
+        return KubeUnavailable(message, status_code=status, reason=reason)
+    return KubeError(message, status_code=status, reason=reason)
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        value = headers.get("Retry-After") if headers else None
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
