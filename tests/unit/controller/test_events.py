@@ -1,0 +1,63 @@
+"""Event recorder: one event per distinct message, counts instead of floods, PV events in default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner.events import EventRecorder
+
+
+class FakeWriter:
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.patched: list[tuple[str, dict[str, Any]]] = []
+
+    def create(self, resource: str, obj: Any, *, namespace: str | None = None) -> Any:
+        self.created.append(obj)
+        return obj
+
+    def patch(self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = "merge") -> Any:
+        self.patched.append((name, patch))
+        return {}
+
+
+PVC = {"kind": "PersistentVolumeClaim", "metadata": {"name": "c", "namespace": "ns", "uid": "u1"}}
+
+
+def test_identical_events_are_aggregated() -> None:
+    """Ten identical failures make one Event; later repeats bump its count, rate-limited."""
+    now = [0.0]
+    writer = FakeWriter()
+    rec = EventRecorder(writer, component="netvol.io/cinder", min_patch_interval=10, clock=lambda: now[0])
+    for _ in range(10):
+        rec.event(PVC, "Warning", "ProvisioningFailed", "quota exceeded")
+    now[0] = 11.0
+    rec.event(PVC, "Warning", "ProvisioningFailed", "quota exceeded")
+    rec.flush()
+    rec.close()
+    assert 1 == len(writer.created)
+    assert [11] == [p["count"] for _, p in writer.patched]
+
+
+def test_distinct_messages_are_distinct_events() -> None:
+    """Different reasons/messages are separate Events with involvedObject set."""
+    writer = FakeWriter()
+    rec = EventRecorder(writer, component="netvol.io/cinder")
+    rec.event(PVC, "Normal", "Provisioning", "creating")
+    rec.event(PVC, "Normal", "ProvisioningSucceeded", "done")
+    rec.flush()
+    rec.close()
+    assert ["Provisioning", "ProvisioningSucceeded"] == [e["reason"] for e in writer.created]
+    assert {"u1"} == {e["involvedObject"]["uid"] for e in writer.created}
+
+
+def test_cluster_scoped_object_events_go_to_default_namespace() -> None:
+    """Events about a PV live in the default namespace and name no namespace in involvedObject."""
+    writer = FakeWriter()
+    rec = EventRecorder(writer, component="x")
+    rec.event({"metadata": {"name": "pv1", "uid": "u2"}}, "Warning", "VolumeFailedDelete", "m")
+    rec.flush()
+    rec.close()
+    ev = writer.created[0]
+    assert ("default", "PersistentVolume") == (ev["metadata"]["namespace"], ev["involvedObject"]["kind"])
+    assert "namespace" not in ev["involvedObject"]
