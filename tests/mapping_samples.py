@@ -23,7 +23,7 @@ PV_NAME: Final = f"pvc-{PVC_UID}"
 VOLUME_ID: Final = "3f1c2a9e-5b7d-4e2a-9c41-0d8e6f7a1b23"
 INITIATOR: Final = "iqn.2024-01.io.netvol:provisioner"
 PROVISIONER: Final = "netvol.io/cinder"
-SECRET_NAMESPACE: Final = "cinder-provisioner"  # noqa: S105 - a namespace name
+SECRET_NAMESPACE: Final = "cinder-provisioner"
 
 
 def load_sample(name: str) -> Any:
