@@ -100,12 +100,9 @@ def _load_json(path: Path, what: str) -> dict[str, str]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"{what} {path}: {e}") from None
-    strings = isinstance(data, dict) and all(
-        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-    )
-    if not strings:
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise ValueError(f"{what} {path}: must be a JSON object of strings")
-    return data
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
