@@ -1,0 +1,380 @@
+"""HTTP front end: URL routing, JSON bodies, chunked watch streams, and a server that shuts down cleanly.
+
+The official client speaks HTTP/1.1 with keep-alive and reads watches with urllib3's chunked reader (a
+close-delimited body would only be read at EOF), so responses carry Content-Length and watch streams use
+``Transfer-Encoding: chunked``. The server tracks its connections so :meth:`SimServer.close` leaves no
+thread or socket behind.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from provisioner.testworld.kube_sim import resources as res
+from provisioner.testworld.kube_sim import status as errors
+from provisioner.testworld.kube_sim.faults import Faults, RequestRecord
+from provisioner.testworld.kube_sim.selectors import compile_selectors, parse_field_selector, parse_label_selector
+from provisioner.testworld.kube_sim.store import Store
+from provisioner.testworld.kube_sim.watchers import DROP, END, EXPIRE, Watcher
+
+Obj = dict[str, Any]
+_LIVENESS_TICK = 0.5
+_MAX_BATCH = 512
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Route:
+    """A parsed resource URL."""
+
+    rt: res.ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str
+
+
+@dataclass(kw_only=True)
+class ApiContext:
+    """What request handlers share: the store, faults and server-wide settings."""
+
+    store: Store
+    faults: Faults
+    bookmark_interval: float
+    watch_timeout: float
+    stopping: threading.Event
+
+
+def parse_route(path: str) -> Route | Obj | None:
+    """A :class:`Route`, a discovery document, or None (404)."""
+    parts = [p for p in path.split("/") if p]
+    if parts == ["version"]:
+        return res.SERVER_VERSION
+    if parts == ["api"]:
+        return res.api_versions()
+    if parts == ["apis"]:
+        return res.api_group_list()
+    if len(parts) == 2 and parts[0] == "apis":
+        return res.api_group(parts[1])
+    if parts[:1] == ["api"] and len(parts) >= 2:
+        group, version, rest = "", parts[1], parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    else:
+        return None
+    if not rest:
+        return res.api_resource_list(group, version)
+    namespace: str | None = None
+    if rest[0] == "namespaces" and len(rest) >= 3 and rest[2] not in ("status", "finalize"):
+        namespace, rest = rest[1], rest[2:]
+    rt = res.BY_ROUTE.get((group, version, rest[0]))
+    if rt is None or len(rest) > 3 or (namespace is not None and not rt.namespaced):
+        return None
+    name = rest[1] if len(rest) > 1 else None
+    sub = rest[2] if len(rest) > 2 else ""
+    if (rt.namespaced and name is not None and namespace is None) or (sub and (sub != "status" or not rt.status_subresource)):
+        return None
+    return Route(rt=rt, namespace=namespace, name=name, subresource=sub)
+
+
+class SimServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that joins its handler threads and can cut every open connection."""
+
+    daemon_threads = False
+    block_on_close = True
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._connections: set[socket.socket] = set()
+        self._conn_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Track the connection before handing it to a thread."""
+        with self._conn_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget and close a finished connection."""
+        with self._conn_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def cut_connections(self) -> None:
+        """Shut down every open connection so idle keep-alive threads return."""
+        with self._conn_lock:
+            conns = list(self._connections)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection; each request is routed to the store."""
+
+    protocol_version = "HTTP/1.1"
+    server: SimServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silence per-request stderr logging (the request log records requests)."""
+
+    def do_GET(self) -> None:
+        """GET."""
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        """POST."""
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:
+        """PUT."""
+        self._dispatch("PUT")
+
+    def do_PATCH(self) -> None:
+        """PATCH."""
+        self._dispatch("PATCH")
+
+    def do_DELETE(self) -> None:
+        """DELETE."""
+        self._dispatch("DELETE")
+
+    # --- plumbing ----------------------------------------------------------------------------------------
+
+    def _dispatch(self, method: str) -> None:
+        ctx = self.server.ctx
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        is_watch = method == "GET" and query.get("watch", "") in ("1", "true", "True")
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        status = 500
+        try:
+            latency, fault = ctx.faults.before_request(method, url.path, is_watch)
+            if latency:
+                ctx.stopping.wait(latency)
+            if fault is not None:
+                raise fault
+            if is_watch:
+                status = 200
+                ctx.faults.record(RequestRecord(method=method, path=url.path, query=url.query, status=200, watch=True))
+                self._watch(url.path, query)
+                return
+            status, body = self._handle(method, url.path, query, raw)
+            self._send(status, body)
+        except errors.ApiError as e:
+            status = e.code
+            headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else {}
+            self._send(e.code, e.status_body(), headers)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        if not is_watch:
+            ctx.faults.record(RequestRecord(method=method, path=url.path, query=url.query, status=status))
+
+    def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        data = _dumps(body)
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _json_body(self, raw: bytes) -> Any:
+        if not raw:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise errors.bad_request(f"invalid JSON in request body: {e}") from e
+
+    def _manager(self, query: dict[str, str]) -> str:
+        return query.get("fieldManager") or (self.headers.get("User-Agent") or "unknown").split("/")[0]
+
+    def _handle(self, method: str, path: str, query: dict[str, str], raw: bytes) -> tuple[int, Any]:
+        route = parse_route(path)
+        if route is None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        if not isinstance(route, Route):
+            if method != "GET":
+                raise errors.method_not_allowed(method)
+            return 200, route
+        if query.get("dryRun"):
+            raise errors.bad_request("dryRun is not supported by the simulator")
+        store, rt, ns, name = self.server.ctx.store, route.rt, route.namespace or "", route.name
+        if name is None:
+            if method == "GET":
+                return 200, self._list(route, query)
+            if method == "POST" and (ns or not rt.namespaced):
+                return 201, store.create(rt, ns, self._json_body(raw), manager=self._manager(query))
+            if method == "DELETE":
+                return 200, self._delete_collection(route, query, raw)
+            raise errors.method_not_allowed(method)
+        if method == "GET":
+            return 200, store.get(rt, ns, name)
+        if method == "PUT":
+            body = self._json_body(raw)
+            return 200, store.update(rt, ns, name, body, subresource=route.subresource, manager=self._manager(query))
+        if method == "PATCH":
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            return 200, store.patch(
+                rt, ns, name, ctype, self._json_body(raw), subresource=route.subresource, manager=self._manager(query)
+            )
+        if method == "DELETE" and not route.subresource:
+            options = self._delete_options(query, raw)
+            obj, deleted = store.delete(rt, ns, name, options)
+            if deleted and not rt.returns_deleted_object:
+                return 200, errors.success_status(rt, obj)
+            foreground = options.get("propagationPolicy") == "Foreground"
+            return (202 if foreground and not deleted else 200), obj
+        raise errors.method_not_allowed(method)
+
+    def _delete_options(self, query: dict[str, str], raw: bytes) -> Obj:
+        options = self._json_body(raw) or {}
+        if not isinstance(options, dict):
+            raise errors.bad_request("DeleteOptions must be an object")
+        if "propagationPolicy" in query:
+            options["propagationPolicy"] = query["propagationPolicy"]
+        if "orphanDependents" in query:
+            options["orphanDependents"] = query["orphanDependents"] == "true"
+        return options
+
+    def _predicate(self, route: Route, query: dict[str, str]) -> Callable[[Obj], bool] | None:
+        labels = parse_label_selector(query.get("labelSelector"))
+        fields = parse_field_selector(query.get("fieldSelector"), route.rt)
+        return compile_selectors(labels, fields)
+
+    def _list(self, route: Route, query: dict[str, str]) -> Obj:
+        rt = route.rt
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError as e:
+            raise errors.bad_request("limit must be an integer") from e
+        items, rv, token, remaining = self.server.ctx.store.list(
+            rt, route.namespace, self._predicate(route, query), limit=limit, continue_token=query.get("continue", "")
+        )
+        if rt.builtin:  # the real server omits kind/apiVersion on the items of built-in lists
+            items = [{k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items]
+        meta: Obj = {"resourceVersion": str(rv)}
+        if token:
+            meta["continue"] = token
+        if remaining is not None:
+            meta["remainingItemCount"] = remaining
+        return {"kind": f"{rt.kind}List", "apiVersion": rt.api_version, "metadata": meta, "items": items}
+
+    def _delete_collection(self, route: Route, query: dict[str, str], raw: bytes) -> Obj:
+        store, options = self.server.ctx.store, self._delete_options(query, raw)
+        items, _, _, _ = store.list(route.rt, route.namespace, self._predicate(route, query))
+        for obj in items:
+            meta = obj["metadata"]
+            try:
+                store.delete(route.rt, meta.get("namespace", ""), meta["name"], options)
+            except errors.ApiError as e:
+                if e.code != 404:
+                    raise
+        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+
+    # --- watch -------------------------------------------------------------------------------------------
+
+    def _watch(self, path: str, query: dict[str, str]) -> None:
+        ctx = self.server.ctx
+        route = parse_route(path)
+        if not isinstance(route, Route) or route.name is not None:
+            raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
+        predicate = self._predicate(route, query)
+        bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True")
+        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else ctx.watch_timeout
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            w = ctx.store.watch(
+                route.rt, route.namespace, predicate, query.get("resourceVersion"), allow_bookmarks=bookmarks
+            )
+        except errors.ApiError as e:  # like the watch cache: 200, then one ERROR event
+            self._chunk(_dumps({"type": "ERROR", "object": e.status_body()}) + b"\n")
+            self._chunk(b"")
+            return
+        try:
+            self._stream(w, route, time.monotonic() + timeout)
+        except OSError:
+            self.close_connection = True
+        finally:
+            ctx.store.unwatch(w)
+
+    def _stream(self, w: Watcher, route: Route, deadline: float) -> None:
+        ctx = self.server.ctx
+        interval = ctx.bookmark_interval
+        next_bookmark = time.monotonic() + interval
+        while True:
+            now = time.monotonic()
+            if now >= deadline or ctx.stopping.is_set():
+                self._chunk(b"")
+                return
+            wait = min(deadline, next_bookmark if w.allow_bookmarks else deadline, now + _LIVENESS_TICK) - now
+            try:
+                items = [w.queue.get(timeout=max(wait, 0.001))]
+            except queue.Empty:
+                items = []
+            while items and len(items) < _MAX_BATCH:
+                try:
+                    items.append(w.queue.get_nowait())
+                except queue.Empty:
+                    break
+            lines: list[bytes] = []
+            for kind, obj in items:
+                if kind == DROP:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if kind in (END, EXPIRE):
+                    if kind == EXPIRE:
+                        err = errors.too_old(0, ctx.store.resource_version).status_body()
+                        err["message"] = "too old resource version (history compacted)"
+                        lines.append(_dumps({"type": "ERROR", "object": err}))
+                    if lines:
+                        self._chunk(b"\n".join(lines) + b"\n")
+                    self._chunk(b"")
+                    return
+                lines.append(_dumps({"type": kind, "object": obj}))
+            if w.allow_bookmarks and time.monotonic() >= next_bookmark:
+                rv = ctx.store.bookmark_rv(w)
+                if rv is not None:
+                    bookmark = {"kind": route.rt.kind, "apiVersion": route.rt.api_version,
+                                "metadata": {"resourceVersion": str(rv)}}  # fmt: skip
+                    lines.append(_dumps({"type": "BOOKMARK", "object": bookmark}))
+                    next_bookmark = time.monotonic() + interval
+            if lines:
+                self._chunk(b"\n".join(lines) + b"\n")
+            elif not items and self._client_gone():
+                self.close_connection = True
+                return
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def _client_gone(self) -> bool:
+        readable, _, _ = select.select([self.connection], [], [], 0)
+        if not readable:
+            return False
+        try:
+            return self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
