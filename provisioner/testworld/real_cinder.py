@@ -76,9 +76,8 @@ def _backend_options(profile: str, workdir: Path) -> dict[str, str]:
     elif profile == "iscsi-multipath":
         options = {"file_connection_type": "iscsi", "file_iscsi_portals": "127.0.0.1:3260,127.0.0.2:3260"}
     else:
-        raise ValueError(
-            f"unknown real-Cinder backend {profile!r}; known: rbd, rbd-cephx, iscsi, iscsi-chap, iscsi-multipath"
-        )
+        known = "rbd, rbd-cephx, iscsi, iscsi-chap, iscsi-multipath"
+        raise ValueError(f"unknown real-Cinder backend {profile!r}; known: {known}")
     return {
         "volume_driver": _DRIVER,
         "volume_backend_name": profile,
@@ -161,8 +160,17 @@ def _ini(sections: Mapping[str, Mapping[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def write_config(workdir: Path, *, backends: Sequence[str], port: int) -> Path:
-    """Write cinder.conf, api-paste.ini (and keyrings) into ``workdir``; returns the cinder.conf path."""
+def write_config(
+    workdir: Path,
+    *,
+    backends: Sequence[str],
+    port: int,
+    extra_config: Mapping[str, Mapping[str, str]] | None = None,
+) -> Path:
+    """Write cinder.conf, api-paste.ini (and keyrings) into ``workdir``; returns the cinder.conf path.
+
+    ``extra_config`` adds or overrides options, per section (``{"DEFAULT": {"report_interval": "1"}}``).
+    """
     for sub in ("state", "locks", "coordination", "volumes"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     shipped_paste = _shipped_file("api-paste.ini")
@@ -203,6 +211,8 @@ def write_config(workdir: Path, *, backends: Sequence[str], port: int) -> Path:
     }
     for profile in backends:
         sections[profile] = _backend_options(profile, workdir)
+    for section, options in (extra_config or {}).items():
+        sections[section] = {**sections.get(section, {}), **options}
     conf = workdir / "cinder.conf"
     conf.write_text(_ini(sections))
     return conf
@@ -239,10 +249,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # stragglers in the group, if any
     proc.wait()
@@ -257,7 +265,9 @@ class _Starter:
         self.deadline = deadline
 
     def fail(self, what: str) -> RealCinderError:
-        return RealCinderError(f"real Cinder {what}; last log lines of {self.log_path}:\n{_log_tail(self.log_path)}")
+        return RealCinderError(
+            f"real Cinder {what}; last log lines of {self.log_path}:\n{_log_tail(self.log_path)}"
+        )
 
     def poll_until(self, what: str, probe: Any) -> Any:
         last: Exception | None = None
@@ -304,13 +314,18 @@ def start_real_cinder(
     backends: Sequence[str] = ("rbd", "iscsi"),
     port: int = 0,
     startup_timeout: float = 90.0,
+    extra_config: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[RealCinderHandle]:
-    """Run real Cinder all-in-one with one backend (and volume type) per profile; stop it on exit."""
+    """Run real Cinder all-in-one with one backend (and volume type) per profile; stop it on exit.
+
+    ``port`` 0 lets the API pick a free port.  ``extra_config`` adds/overrides cinder.conf options.
+    Raises ``RealCinderError`` (with the log tail) when Cinder does not come up within ``startup_timeout``.
+    """
     if not backends:
         raise ValueError("at least one backend profile is needed")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    conf = write_config(workdir, backends=backends, port=port)
+    conf = write_config(workdir, backends=backends, port=port, extra_config=extra_config)
     project_id = uuid.uuid4().hex
     token = f"admin:{project_id}"
     log_path = workdir / "cinder.log"
@@ -319,8 +334,10 @@ def start_real_cinder(
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OS_CINDER_DISABLE_EVENTLET_PATCHING": ""}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "provisioner.testworld.real_cinder_main", "--ready-file", str(ready_file)]
-            + ["--config-file", str(conf)],
+            [
+                *(sys.executable, "-m", "provisioner.testworld.real_cinder_main"),
+                *("--ready-file", str(ready_file), "--config-file", str(conf)),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -332,7 +349,9 @@ def start_real_cinder(
         starter = _Starter(proc, log_path, time.monotonic() + startup_timeout)
         ready = starter.poll_until("the API to listen", lambda: json.loads(ready_file.read_text()))
         url = f"http://{_LOCAL}:{int(ready['port'])}/v3/{project_id}"
-        starter.poll_until("cinder-volume and cinder-scheduler up", lambda: _services_up(url, token, backends))
+        starter.poll_until(
+            "cinder-volume and cinder-scheduler up", lambda: _services_up(url, token, backends)
+        )
         starter.poll_until("the scheduler to know every pool", lambda: _pools_known(url, token, backends))
         try:
             volume_types = _create_types(url, token, backends)

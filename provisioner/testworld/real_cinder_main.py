@@ -40,7 +40,7 @@ def _monkey_patch() -> None:
 def _own_id_service_class() -> Any:
     from cinder import service
 
-    class _OwnIdService(service.Service):  # type: ignore[misc,name-defined]  # cinder is untyped
+    class _OwnIdService(service.Service):  # type: ignore[misc]  # cinder is untyped
         """A cinder Service that reports its own heartbeat even when it shares the process."""
 
         def report_state(self) -> None:
@@ -55,8 +55,7 @@ def _run(config_args: list[str], ready_file: Path) -> int:
 
     from cinder import coordination, objects, rpc, version
     from cinder import service as cinder_service
-    from cinder.common import config
-    from cinder.common import constants
+    from cinder.common import config, constants
     from cinder.db import migration
     from oslo_config import cfg
     from oslo_log import log as logging
