@@ -60,9 +60,8 @@ def _cinder(kind: str, workdir: Path) -> Iterator[dict[str, Any]]:
                 "auth_url": emu.keystone_url,
                 "username": emu.username,
                 "password": emu.password,
-                "project_name": emu.project_name,
+                "project_id": emu.project_id,
                 "user_domain_name": "Default",
-                "project_domain_name": "Default",
             },
             "_describe": emu.cinder_url,
         }
