@@ -245,8 +245,7 @@ class Rbd:
                     return self._give_up(proc, target, spec)
                 self._sleep(s.poll_interval)
         finally:
-            if proc.poll() is not None:
-                proc.close()
+            proc.close()  # our copies of its output files; a process stuck in D state keeps its own
 
     def _trigger(self, args: list[str]) -> None:
         try:
