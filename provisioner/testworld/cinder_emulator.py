@@ -75,6 +75,7 @@ class CinderEmulator:
         major, _, minor = max_version.partition(".")
         self.faults = Faults()
         self.project_id = secrets.token_hex(16)
+        self.project_name = "kubernetes"
         self.username = "provisioner"
         self.password = "pw-" + secrets.token_hex(12)
         self.app_credential_id = secrets.token_hex(16)
@@ -96,7 +97,7 @@ class CinderEmulator:
         )
         identity = Identity(
             project_id=self.project_id,
-            project_name="kubernetes",
+            project_name=self.project_name,
             username=self.username,
             password=self.password,
             app_cred_id=self.app_credential_id,
@@ -122,7 +123,9 @@ class CinderEmulator:
         self._httpd = httpd
         host, port = httpd.server_address[:2]
         self._server.base_url = f"http://{host!s}:{port}"
-        self._thread = threading.Thread(target=httpd.serve_forever, name="cinder-emulator", daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="cinder-emulator", daemon=True
+        )
         self._thread.start()
         return self
 
