@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,6 +19,7 @@ from provisioner.params import (
     parse_class_fields,
     parse_class_parameters,
 )
+from tests.k8s_schema import assert_valid
 
 DOCS = Path(__file__).parents[2] / "docs" / "storageclass-parameters.md"
 
@@ -184,3 +186,14 @@ def test_class_field_refusals(storage_class: dict[str, Any], field: str) -> None
     with pytest.raises(InvalidInput) as info:
         parse_class_fields(storage_class)
     assert field == info.value.field
+
+
+@pytest.mark.parametrize(
+    "name", ["storageclass-rbd.yaml", "storageclass-iscsi.yaml", "storageclass-rbd-intree.yaml"]
+)
+def test_example_classes_are_valid(name: str) -> None:
+    """The example classes in config/ pass the API schema and our own parameter validation."""
+    sc = yaml.safe_load((Path(__file__).parents[2] / "config" / name).read_text(encoding="utf-8"))
+    assert_valid(sc)
+    assert "netvol.io/cinder" == parse_class_fields(sc).provisioner
+    assert ClassParams is type(parse(sc["parameters"]))
