@@ -167,7 +167,10 @@ class Runner:
                     break
                 except subprocess.TimeoutExpired:
                     continue
-            log.warning("command_timeout", argv=shown, timeout=limit)
+            for pipe in (proc.stdin, proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            log.warning("command_timeout", argv=list(shown), timeout=limit)
             raise CommandTimeout(shown, limit) from None
         result = Result(
             argv=shown,

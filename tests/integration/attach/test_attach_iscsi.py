@@ -1,0 +1,292 @@
+"""iSCSI stage/unstage against the fake ``iscsiadm`` and its fake SCSI sysfs (reference/node-attach.md)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from attach.errors import AuthFailed, FinalAttachError, InvalidRequest, RetryableAttachError, WrongDevice
+from attach.node import StageRequest
+from provisioner.csi_contract import IscsiPath, IscsiTarget, encode
+from tests.fakes.world import FakeWorld
+
+IQN = "iqn.2010-10.org.openstack:volume-1"
+PORTAL = "10.0.0.5:3260"
+USER, PASSWORD = "chapuser", "PlantedChapPassw0rd"
+DUSER, DPASSWORD = "discuser", "PlantedDiscoveryPassw0rd"
+WWID = "naa.600140512345678"
+
+
+def lun(**kw: Any) -> dict[str, Any]:
+    return {"wwid": WWID, "size": 64 << 20, "appear": "login"} | kw
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[FakeWorld]:
+    w = FakeWorld(tmp_path)
+    w.iscsi(targets={IQN: {"portal": PORTAL, "chap": None, "luns": {"1": lun(), "2": lun(wwid="naa.6001402")}}})
+    yield w
+    w.cleanup()
+
+
+def attrs(*paths: tuple[str, str, int], **kw: Any) -> dict[str, str]:
+    chosen = paths or ((PORTAL, IQN, 1),)
+    return encode(IscsiTarget(paths=tuple(IscsiPath(portal=p, iqn=q, lun=n) for p, q, n in chosen), **kw))
+
+
+def request(world: FakeWorld, volume_id: str = "vol-1", **kw: Any) -> StageRequest:
+    values: dict[str, Any] = {
+        "volume_id": volume_id,
+        "staging_path": str(world.root / "staging" / volume_id),
+        "attributes": attrs(),
+        "secrets": {},
+        "fs_type": "ext4",
+    }
+    values.update(kw)
+    return StageRequest(**values)
+
+
+def test_login_stage_unstage_logs_out_and_deletes_record(world: FakeWorld) -> None:
+    """Stage logs in and mounts the LUN; unstage unmounts, deletes the disk, logs out, drops the record."""
+    ops = world.ops()
+    req = request(world)
+    record = ops.stage(req)
+    assert str(world.dev / "sda") == record.device
+    assert 1 == len(world.iscsi_sessions())
+    ops.unstage("vol-1", req.staging_path)
+    assert ([], {}, []) == (
+        world.iscsi_sessions(),
+        world.state()["iscsi"]["records"],
+        world.mounts_under(world.root),
+    )
+    assert [] == world.stash_files()
+
+
+def test_record_settings_scan_and_startup_manual(world: FakeWorld) -> None:
+    """The node record gets node.session.scan=manual and node.startup=manual (automatic hangs boots)."""
+    world.ops().stage(request(world))
+    settings = world.state()["iscsi"]["records"][f"{IQN}|{PORTAL}"]["settings"]
+    assert ("manual", "manual", "None") == (
+        settings["node.session.scan"],
+        settings["node.startup"],
+        settings["node.session.auth.authmethod"],
+    )
+
+
+def test_session_chap_password_only_in_update_argv_and_never_logged(world: FakeWorld) -> None:
+    """CHAP password appears only in the `--op update` argv of iscsiadm, and in no log event."""
+    world.iscsi(targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}})
+    secrets = {"node.session.auth.username": USER, "node.session.auth.password": PASSWORD}
+    with capture_logs() as logs:
+        ops = world.ops()
+        req = request(world, attributes=attrs(chap_session=True), secrets=secrets)
+        ops.stage(req)
+        ops.unstage("vol-1", req.staging_path)
+    with_password = [e["argv"] for e in world.argv_log() if PASSWORD in " ".join(e["argv"])]
+    assert [["-m", "node", "-T", IQN, "-p", PORTAL, "--op", "update", "-n", "node.session.auth.password",
+             "-v", PASSWORD]] == with_password
+    assert [] == [e for e in logs if PASSWORD in repr(e)]
+    assert any("***" in repr(e) for e in logs)
+
+
+def test_wrong_chap_is_final_auth_failure(world: FakeWorld) -> None:
+    """Exit 24 (authorization failure) → AuthFailed, final."""
+    world.iscsi(targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}})
+    secrets = {"node.session.auth.username": USER, "node.session.auth.password": "wrong"}
+    with pytest.raises(AuthFailed) as err:
+        world.ops().stage(request(world, attributes=attrs(chap_session=True), secrets=secrets))
+    assert err.value.final
+
+
+def test_chap_enabled_without_secret_is_invalid(world: FakeWorld) -> None:
+    """chapAuthSession without the secret keys is an invalid request, before any login."""
+    with pytest.raises(InvalidRequest):
+        world.ops().stage(request(world, attributes=attrs(chap_session=True)))
+    assert [] == [a for a in world.calls("iscsiadm") if "--login" in a]
+
+
+def test_discovery_chap_uses_discoverydb(world: FakeWorld) -> None:
+    """chapAuthDiscovery → discoverydb update with CHAP, then --discover, then login."""
+    world.iscsi(
+        targets={
+            IQN: {"portal": PORTAL, "discovery_chap": {"user": DUSER, "password": DPASSWORD}, "luns": {"1": lun()}}
+        }
+    )
+    secrets = {"discovery.sendtargets.auth.username": DUSER, "discovery.sendtargets.auth.password": DPASSWORD}
+    with capture_logs() as logs:
+        world.ops().stage(request(world, attributes=attrs(chap_discovery=True), secrets=secrets))
+    calls = world.calls("iscsiadm")
+    assert ["-m", "discoverydb", "-t", "sendtargets", "-p", PORTAL, "--discover"] in calls
+    assert [] == [e for e in logs if DPASSWORD in repr(e)]
+
+
+def test_wrong_discovery_chap_is_auth_failure(world: FakeWorld) -> None:
+    """A refused discovery CHAP (24) is final."""
+    world.iscsi(
+        targets={
+            IQN: {"portal": PORTAL, "discovery_chap": {"user": DUSER, "password": DPASSWORD}, "luns": {"1": lun()}}
+        }
+    )
+    secrets = {"discovery.sendtargets.auth.username": DUSER, "discovery.sendtargets.auth.password": "bad"}
+    with pytest.raises(AuthFailed):
+        world.ops().stage(request(world, attributes=attrs(chap_discovery=True), secrets=secrets))
+
+
+def test_existing_session_is_reused_and_logout_waits_for_last_volume(world: FakeWorld) -> None:
+    """Two volumes on one target share a session; logout happens only with the last unstage."""
+    ops = world.ops()
+    one = request(world, "vol-1")
+    two = request(world, "vol-2", attributes=attrs((PORTAL, IQN, 2)))
+    ops.stage(one)
+    ops.stage(two)
+    assert 1 == len([a for a in world.calls("iscsiadm") if "--login" in a])
+    ops.unstage("vol-1", one.staging_path)
+    assert 1 == len(world.iscsi_sessions())
+    assert [] == [a for a in world.calls("iscsiadm") if "--logout" in a]
+    ops.unstage("vol-2", two.staging_path)
+    assert [] == world.iscsi_sessions()
+
+
+def test_login_exit_15_session_exists_is_success(world: FakeWorld) -> None:
+    """Login exit 15 (a concurrent login created the session) counts as logged in."""
+    world.set(fail={"iscsiadm:login": [15]})
+    record = world.ops().stage(request(world))
+    assert str(world.dev / "sda") == record.device
+
+
+@pytest.mark.parametrize(
+    ("code", "error", "final"),
+    [
+        (4, RetryableAttachError, False),
+        (5, RetryableAttachError, False),
+        (8, RetryableAttachError, False),
+        (20, RetryableAttachError, False),
+        (19, FinalAttachError, True),
+        (24, AuthFailed, True),
+    ],
+)
+def test_login_exit_codes(world: FakeWorld, code: int, error: type, final: bool) -> None:
+    """Each login exit code becomes a retryable or final error as the reference table says."""
+    world.set(fail={"iscsiadm:login": [code]})
+    with pytest.raises(error) as err:
+        world.ops().stage(request(world))
+    assert final == err.value.final
+    assert f"exit {code}" in str(err.value)
+
+
+def test_node_db_error_is_retried(world: FakeWorld) -> None:
+    """Exit 6 (node database error) on an update is retried right away and then succeeds."""
+    world.set(fail={"iscsiadm:update": [6, 6]})
+    world.ops().stage(request(world))
+    assert 1 == len(world.iscsi_sessions())
+
+
+def test_show_exit_255_old_not_found_creates_record(world: FakeWorld) -> None:
+    """Old iscsiadm's 255 "not found" on show is treated like 21 (no record): create it."""
+    world.set(fail={"iscsiadm:show": [255]})
+    world.ops().stage(request(world))
+    new = [a for a in world.calls("iscsiadm") if "new" in a]
+    assert ["--interface", "default", "--op", "new"] == new[0][-4:]
+
+
+def test_logout_no_session_codes_are_success(world: FakeWorld) -> None:
+    """Logout exit 21/2 (no session, e.g. after a reboot) and delete 21 still finish unstage."""
+    ops = world.ops()
+    req = request(world)
+    ops.stage(req)
+    world.set(fail={"iscsiadm:logout": [2]})
+    ops.unstage("vol-1", req.staging_path)
+    assert [] == world.stash_files()
+
+
+def test_late_lun_is_found_after_it_appears(world: FakeWorld) -> None:
+    """A LUN that shows up in sysfs 0.4 s after login is found by polling."""
+    world.iscsi(targets={IQN: {"portal": PORTAL, "luns": {"1": lun(appear="delay", delay=0.4)}}})
+    record = world.ops().stage(request(world))
+    assert str(world.dev / "sda") == record.device
+
+
+def test_lun_needing_rescan_appears_after_scan_write(world: FakeWorld) -> None:
+    """A LUN the kernel only finds on a host rescan appears once we write "0 0 <lun>" to scan."""
+    world.iscsi(targets={IQN: {"portal": PORTAL, "luns": {"1": lun(appear="rescan")}}})
+    started = time.monotonic()
+    record = world.ops().stage(request(world))
+    assert str(world.dev / "sda") == record.device
+    assert time.monotonic() - started < 1.5
+
+
+def test_missing_lun_fails_retryably(world: FakeWorld) -> None:
+    """A LUN that never appears fails retryably after the LUN timeout (rescans were attempted)."""
+    world.iscsi(targets={IQN: {"portal": PORTAL, "luns": {"1": lun(appear="never")}}})
+    with capture_logs() as logs, pytest.raises(RetryableAttachError, match="did not appear"):
+        world.ops().stage(request(world))
+    assert 2 == len([e for e in logs if e["event"] == "scsi_host_rescan"])
+
+
+def test_wrong_wwid_is_refused(world: FakeWorld) -> None:
+    """A LUN whose WWID differs from the PV's is never formatted or mounted."""
+    with pytest.raises(WrongDevice):
+        world.ops().stage(request(world, attributes=attrs(wwid="naa.6001405ffffffff")))
+    assert ([], []) == (world.calls("mkfs.ext4"), world.calls("mount"))
+
+
+def test_matching_wwid_with_prefix_differences_is_accepted(world: FakeWorld) -> None:
+    """WWIDs compare without naa. prefix and case."""
+    record = world.ops().stage(request(world, attributes=attrs(wwid="600140512345678".upper())))
+    assert str(world.dev / "sda") == record.device
+
+
+def test_multipath_uses_dm_device_and_flushes_it(world: FakeWorld) -> None:
+    """Several portals → login on each; the common dm holder is the device; unstage runs multipath -f."""
+    iqn2, portal2 = IQN + "-b", "10.0.0.6:3260"
+    world.iscsi(
+        multipath=True,
+        targets={
+            IQN: {"portal": PORTAL, "luns": {"1": lun(backing="shared")}},
+            iqn2: {"portal": portal2, "luns": {"1": lun(backing="shared")}},
+        },
+    )
+    ops = world.ops()
+    req = request(world, attributes=attrs((PORTAL, IQN, 1), (portal2, iqn2, 1)))
+    record = ops.stage(req)
+    assert (str(world.dev / "dm-0"), ("sda", "sdb")) == (record.device, record.scsi_devices)
+    ops.unstage("vol-1", req.staging_path)
+    assert [["-f", str(world.dev / "dm-0")]] == world.calls("multipath")
+    assert [] == world.iscsi_sessions()
+
+
+def test_multipath_with_one_dead_path_uses_the_other(world: FakeWorld) -> None:
+    """A path whose login fails is skipped when another path works."""
+    world.iscsi(targets={IQN: {"portal": PORTAL, "luns": {"1": lun()}}})
+    req = request(world, attributes=attrs(("10.9.9.9:3260", IQN + "-dead", 1), (PORTAL, IQN, 1)))
+    record = world.ops().stage(req)
+    assert str(world.dev / "sda") == record.device
+
+
+def test_ipv4_portal_without_port_gets_3260(world: FakeWorld) -> None:
+    """A portal without a port is addressed as ip:3260."""
+    world.ops().stage(request(world, attributes=attrs(("10.0.0.5", IQN, 1))))
+    assert ["-m", "node", "-T", IQN, "-p", PORTAL] == world.calls("iscsiadm")[0]
+
+
+def test_stage_after_reboot_logs_in_again(world: FakeWorld) -> None:
+    """After a reboot (sessions and mounts gone, stash kept) stage logs in again without mkfs."""
+    ops = world.ops()
+    req = request(world)
+    ops.stage(req)
+    import shutil
+
+    shutil.rmtree(world.sysfs)
+    world.sysfs.mkdir()
+    for node in world.dev.iterdir():
+        node.unlink()
+    world.mountinfo.write_text("")
+    (world.world / "state.json").unlink()
+    ops.stage(req)
+    assert 2 == len([a for a in world.calls("iscsiadm") if "--login" in a])
+    assert 1 == len(world.calls("mkfs.ext4"))
