@@ -1,0 +1,16 @@
+"""Fixtures for the end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.e2e.world import World, emulator_world
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    """Simulator + emulator, no replica yet (tests start one, possibly with settings)."""
+    with emulator_world() as w:
+        yield w
