@@ -104,7 +104,8 @@ class Store(StoreBase):
         """DELETE /volumes/{id}[?cascade=True]."""
         with self._lock:
             rec = self._vol(volume_id)
-            snaps = [s for s in self._snaps.values() if s.extra["volume_id"] == volume_id]
+            snaps = [s for s in list(self._snaps.values()) if s.extra["volume_id"] == volume_id]
+            snaps = [s for s in snaps if self._settle(s, self._snaps)]
             attached = any(a.volume_id == volume_id and a.status == "attached" for a in self._atts.values())
             if rec.status not in DELETABLE or attached or (snaps and not cascade):
                 raise invalid(

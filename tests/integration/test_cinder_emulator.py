@@ -7,7 +7,9 @@ with real Cinder.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +44,8 @@ def call(
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - local http URL
             raw, status, headers = resp.read(), resp.status, dict(resp.headers)
     except urllib.error.HTTPError as e:
-        raw, status, headers = e.read(), e.code, dict(e.headers)
+        with e:
+            raw, status, headers = e.read(), e.code, dict(e.headers)
     return status, {k.lower(): v for k, v in headers.items()}, json.loads(raw) if raw else None
 
 
@@ -99,6 +102,7 @@ def test_bad_token_is_401(emu: CinderEmulator) -> None:
     req.add_header("X-Auth-Token", "forged")
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=10)  # noqa: S310 - local http URL
+    info.value.close()
     assert 401 == info.value.code
 
 
@@ -238,8 +242,6 @@ def test_call_log_and_inspection(emu: CinderEmulator, clock: Clock) -> None:
 
 def test_latency_is_applied_per_operation(emu: CinderEmulator) -> None:
     """set_latency delays only the named operation (real time; kept tiny)."""
-    import time
-
     emu.faults.set_latency("list_volumes", 0.2)
     t0 = time.monotonic()
     call(emu, "GET", "/volumes")
@@ -252,8 +254,6 @@ def test_latency_is_applied_per_operation(emu: CinderEmulator) -> None:
 
 def test_thousand_creates_are_fast() -> None:
     """1,000 creates through the HTTP API finish well within the benchmark's budget."""
-    import time
-
     with CinderEmulator() as emu:
         t0 = time.monotonic()
         for i in range(1000):
