@@ -122,6 +122,17 @@ class Context:
     #: True while this replica is sure it holds the lease (fencing); always True without election.
     is_leader: Callable[[], bool] = lambda: True
     clock: Callable[[], float] = time.monotonic
+    #: cloud name → monotonic time before which no call may go to it (Cinder said 429 + Retry-After).
+    gates: dict[str, float] = field(default_factory=dict)
+
+    def hold_cloud(self, cloud: str | None, seconds: float) -> None:
+        """Honour Retry-After for every claim on this cloud, not just the one that got the 429."""
+        name = cloud or self.settings.default_cloud
+        self.gates[name] = max(self.gates.get(name, 0.0), self.clock() + seconds)
+
+    def cloud_wait(self, cloud: str | None) -> float:
+        """Seconds until the cloud may be called again (0 when open)."""
+        return max(0.0, self.gates.get(cloud or self.settings.default_cloud, 0.0) - self.clock())
 
     def cinder(self, cloud: str | None) -> CinderPort:
         """The Cinder adapter for a named cloud (the class's ``cloud`` parameter) or the default."""

@@ -46,6 +46,9 @@ def trim_pv(obj: Obj) -> Obj:
         for k in ("claimRef", "storageClassName", "persistentVolumeReclaimPolicy", "capacity")
         if k in spec
     }
+    for source, ref_key in (("rbd", "secretRef"), ("iscsi", "secretRef"), ("csi", "nodeStageSecretRef")):
+        if source in spec:  # keep only what the delete flow needs: the Secret reference
+            out["spec"][source] = {k: v for k, v in spec[source].items() if k in (ref_key, "volumeHandle", "driver")}
     out["status"] = {"phase": (obj.get("status") or {}).get("phase")}
     return out
 
@@ -249,10 +252,6 @@ class Controller:
     def idle(self) -> bool:
         """Nothing queued, waiting or running."""
         return self.queue.idle()
-
-
-def _unused(_: Any) -> None:  # keep is_ours importable from here for callers wiring filters
-    del _
 
 
 __all__ = ["Controller", "is_ours", "trim_pv", "trim_pvc"]

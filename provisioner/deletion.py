@@ -63,6 +63,8 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
             cascade = False
     hint = ctx.hints.get(meta.get("uid", pv_name))
     log_ = log.bind(pv=pv_name, volume_id=volume_id)
+    if (wait := ctx.cloud_wait(ann.get(names.ANN_CLOUD))) > 0:
+        return requeue(wait, "rate_limited")
     try:
         cinder = ctx.cinder(ann.get(names.ANN_CLOUD))
         try:
@@ -92,12 +94,14 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
             log_.info("volume_delete_requested")
             return _wait(ctx, pv, hint)
     except CinderRateLimited as e:
-        return error("rate_limited", str(e), at_least=e.retry_after or 0.0)
+        ctx.hold_cloud(ann.get(names.ANN_CLOUD), e.retry_after or 1.0)
+        return requeue(e.retry_after or 1.0, "rate_limited")
     except CinderError as e:
         ctx.events.event(pv, "Warning", VOLUME_FAILED_DELETE, f"deleting Cinder volume {volume_id}: {e}")
         ctx.metrics.delete_total.labels(storage_class=sc_name, outcome="failure", reason=type(e).__name__).inc()
         return error(type(e).__name__, str(e))
-    # The volume is gone: let the PV go.
+    # The volume is gone: let the PV go (and its Secret, even if a crash kept its owner reference off).
+    _delete_owned_secret(ctx, pv)
     if ours_finalizer:
         _drop_finalizer(ctx, pv_name)
     if not deleting:
@@ -117,6 +121,28 @@ def _wait(ctx: Context, pv: Obj, hint: Any) -> Outcome:
         ctx.events.event(pv, "Warning", VOLUME_FAILED_DELETE,
                          f"Cinder volume still deleting after {ctx.settings.delete_deadline_seconds:.0f}s")
     return requeue(ctx.poll_delay(hint), "deleting")
+
+
+def _delete_owned_secret(ctx: Context, pv: Obj) -> None:
+    from provisioner.mapping import secret_name_for
+
+    spec = pv.get("spec") or {}
+    pv_name = pv["metadata"]["name"]
+    for ref in _secret_refs(spec):
+        if ref.get("name") == secret_name_for(pv_name) and ref.get("namespace"):
+            try:
+                ctx.kube.delete("secrets", ref["name"], namespace=ref["namespace"])
+            except KubeNotFound:
+                pass
+
+
+def _secret_refs(spec: Obj) -> list[dict[str, Any]]:
+    refs = []
+    for source, key in (("rbd", "secretRef"), ("iscsi", "secretRef"), ("csi", "nodeStageSecretRef")):
+        ref = (spec.get(source) or {}).get(key)
+        if isinstance(ref, dict):
+            refs.append(ref)
+    return refs
 
 
 def _drop_finalizer(ctx: Context, pv_name: str) -> None:

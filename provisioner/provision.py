@@ -28,7 +28,7 @@ from provisioner.errors import (
 )
 from provisioner.events import PROVISIONING, PROVISIONING_FAILED, PROVISIONING_SUCCEEDED
 from provisioner.export import cleanup_volume, export_volume
-from provisioner.mapping import MappedObjects, ProvisionedVolume, build_objects
+from provisioner.mapping import MappedObjects, ProvisionedVolume, build_objects, parse_claim, secret_name_for
 from provisioner.model import AVAILABLE, CREATING, DELETING, ERROR, CreateVolumeRequest, Volume
 from provisioner.outcome import DONE, Outcome, error, final, requeue
 from provisioner.params import ClassParams, parse_class_fields, parse_class_parameters
@@ -92,11 +92,17 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=ctx.settings.secret_namespace)
     except InvalidInput as e:
         return _fail(ctx, pvc, sc_name, "invalid_parameters", f"StorageClass {sc_name}: {e}")
+    try:
+        parse_claim(pvc, params=params, multiattach=params.multiattach)  # refuse bad modes before Cinder
+    except InvalidInput as e:
+        return _fail(ctx, pvc, sc_name, "invalid_claim", f"claim: {e}")
     ann = meta.get("annotations") or {}
     if fields.volume_binding_mode == "WaitForFirstConsumer" and not ann.get(names.ANN_SELECTED_NODE):
         return DONE
     log_ = log.bind(pvc=key, pv=pv_name)
     hint = ctx.hints.get(uid)
+    if (wait := ctx.cloud_wait(params.cloud)) > 0:
+        return requeue(wait, "rate_limited")
     try:
         cinder = ctx.cinder(params.cloud)
         volume = _lookup(ctx, cinder, pv_name, hint)
@@ -109,7 +115,8 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
     except CinderQuotaExceeded as e:
         return _fail(ctx, pvc, sc_name, "quota", f"Cinder quota exceeded: {e}", retry=ctx.settings.final_retry_seconds)
     except CinderRateLimited as e:
-        return error("rate_limited", str(e), at_least=e.retry_after or 0.0)
+        ctx.hold_cloud(params.cloud, e.retry_after or 1.0)
+        return requeue(e.retry_after or 1.0, "rate_limited")
     except ProvisionerError as e:
         if e.final:
             return _fail(ctx, pvc, sc_name, type(e).__name__, str(e))
@@ -359,11 +366,13 @@ def abandon(ctx: Context, pvc: Obj) -> Outcome:
     hint = ctx.hints.get(uid)
     sc = ctx.classes.get(class_name_of(pvc))
     cloud = None
+    secret_namespace = ctx.settings.secret_namespace
     if sc is not None:
         try:
-            cloud = parse_class_parameters(sc.get("parameters"), default_secret_namespace="x").cloud
+            params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=secret_namespace)
+            cloud, secret_namespace = params.cloud, params.secret_namespace
         except InvalidInput:
-            cloud = None
+            pass
     try:
         cinder = ctx.cinder(cloud)
         volume = _lookup(ctx, cinder, pv_name, hint)
@@ -380,17 +389,15 @@ def abandon(ctx: Context, pvc: Obj) -> Outcome:
     except CinderError as e:
         ctx.events.event(pvc, "Warning", "ProvisioningCleanupFailed", f"cleaning up Cinder volume: {e}")
         return error(type(e).__name__, str(e))
-    _delete_owned_secret(ctx, pv_name)
+    _delete_owned_secret(ctx, pv_name, secret_namespace)
     _drop_intent(ctx, pvc)
     ctx.hints.drop(uid)
     return DONE
 
 
-def _delete_owned_secret(ctx: Context, pv_name: str) -> None:
-    from provisioner.mapping import secret_name_for
-
+def _delete_owned_secret(ctx: Context, pv_name: str, namespace: str) -> None:
     try:
-        ctx.kube.delete("secrets", secret_name_for(pv_name), namespace=ctx.settings.secret_namespace)
+        ctx.kube.delete("secrets", secret_name_for(pv_name), namespace=namespace)
     except KubeNotFound:
         pass
 

@@ -15,7 +15,7 @@ import json
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -40,6 +40,7 @@ class CallRecord:
     microversion: str
     status: int
     request_id: str
+    at: float = field(default_factory=time.monotonic)  # when the answer was recorded (for timing tests)
 
 
 @dataclass(slots=True)
