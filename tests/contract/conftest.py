@@ -1,4 +1,4 @@
-"""Backends for the Cinder contract suite: the emulator (always) and real OpenStack Cinder (tox -e cinder-real).
+"""Backends for the Cinder contract suite: the emulator (always) and real Cinder (``tox -e cinder-real``).
 
 The same tests run against both through the real adapter (python-cinderclient over keystoneauth1). On the
 emulator the adapter logs in through the emulator's Keystone with password auth; on real Cinder it uses the
@@ -52,7 +52,9 @@ class CinderWorld:
             seen.append(self.adapter.get_volume(volume_id))
             return seen[-1].status == status
 
-        self.wait_for(f"volume {volume_id} to be {status} (last: {seen[-1].status if seen else '?'})", reached, timeout)
+        self.wait_for(
+            f"volume {volume_id} to be {status} (last: {seen[-1].status if seen else '?'})", reached, timeout
+        )
         return seen[-1]
 
     def wait_gone(self, volume_id: VolumeId, timeout: float = 60.0) -> None:
@@ -108,7 +110,9 @@ def real_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CinderWorld
     workdir: Path = tmp_path_factory.mktemp("real-cinder")
     with start_real_cinder(workdir, backends=("rbd", "iscsi")) as handle:
         cloud = cloud_from_entry(
-            "real", {"auth_type": "noauth", "auth": {"endpoint": handle.url, "token": handle.token}}, prefix="contract"
+            "real",
+            {"auth_type": "noauth", "auth": {"endpoint": handle.url, "token": handle.token}},
+            prefix="contract",
         )
         yield _world("real", cloud)
 

@@ -23,10 +23,24 @@ from tests.contract.conftest import CinderWorld
 CONNECTOR = Connector(host="k8s-provisioner", ip="127.0.0.1", initiator="iqn.2024-01.io.netvol:contract")
 
 
-def _create(cinder: CinderWorld, *, volume_type: str = "rbd", size: int = 1, **extra: object) -> Volume:
-    name = str(extra.pop("name", cinder.unique()))
-    metadata = {names.META_CLUSTER: cinder.cluster, **dict(extra.pop("metadata", {}))}  # type: ignore[call-overload]
-    request = CreateVolumeRequest(name=name, size_gib=size, volume_type=volume_type, metadata=metadata, **extra)  # type: ignore[arg-type]
+def _create(
+    cinder: CinderWorld,
+    *,
+    volume_type: str = "rbd",
+    size: int = 1,
+    name: str | None = None,
+    metadata: dict[str, str] | None = None,
+    snapshot_id: SnapshotId | None = None,
+    source_volid: VolumeId | None = None,
+) -> Volume:
+    request = CreateVolumeRequest(
+        name=name or cinder.unique(),
+        size_gib=size,
+        volume_type=volume_type,
+        metadata={names.META_CLUSTER: cinder.cluster, **(metadata or {})},
+        snapshot_id=snapshot_id,
+        source_volid=source_volid,
+    )
     volume = cinder.adapter.create_volume(request)
     return cinder.wait_status(volume.id, "available")
 
@@ -42,7 +56,10 @@ def test_create_becomes_available_with_our_fields(cinder: CinderWorld) -> None:
     name = cinder.unique()
     created = cinder.adapter.create_volume(
         CreateVolumeRequest(
-            name=name, size_gib=2, volume_type="iscsi", metadata={names.META_CLUSTER: cinder.cluster, "k": "v"}
+            name=name,
+            size_gib=2,
+            volume_type="iscsi",
+            metadata={names.META_CLUSTER: cinder.cluster, "k": "v"},
         )
     )
     volume = cinder.wait_status(created.id, "available")
@@ -59,7 +76,10 @@ def test_get_missing_volume_is_not_found(cinder: CinderWorld) -> None:
 
 def test_delete_missing_volume_is_success(cinder: CinderWorld) -> None:
     """Deleting a volume that does not exist returns normally (404 = success)."""
-    assert cinder.adapter.delete_volume(VolumeId("00000000-0000-4000-8000-000000000001")) is None
+    missing = VolumeId("00000000-0000-4000-8000-000000000001")
+    cinder.adapter.delete_volume(missing)
+    with pytest.raises(CinderNotFound):
+        cinder.adapter.get_volume(missing)
 
 
 def test_delete_volume_goes_away(cinder: CinderWorld) -> None:
@@ -101,7 +121,9 @@ def test_create_from_snapshot(cinder: CinderWorld) -> None:
     """A volume created from a snapshot records its source snapshot."""
     source = _create(cinder)
     snapshot = cinder.adapter.create_snapshot(source.id, name=cinder.unique("snap"), metadata={})
-    cinder.wait_for("snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available")
+    cinder.wait_for(
+        "snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available"
+    )
     volume = _create(cinder, snapshot_id=snapshot.id)
     assert (snapshot.id, 1) == (volume.snapshot_id, volume.size_gib)
 
@@ -153,8 +175,10 @@ def test_attachment_lifecycle_iscsi(cinder: CinderWorld) -> None:
 
 
 def test_delete_missing_attachment_is_success(cinder: CinderWorld) -> None:
-    """Deleting an unknown attachment returns normally."""
-    assert cinder.adapter.delete_attachment(AttachmentId("00000000-0000-4000-8000-000000000002")) is None
+    """Deleting an unknown attachment returns normally, and leaves volumes alone."""
+    volume = _create(cinder)
+    cinder.adapter.delete_attachment(AttachmentId("00000000-0000-4000-8000-000000000002"))
+    assert "available" == cinder.adapter.get_volume(volume.id).status
 
 
 def test_legacy_export_round_trip(cinder: CinderWorld) -> None:
@@ -189,11 +213,18 @@ def test_snapshot_crud(cinder: CinderWorld) -> None:
     volume = _create(cinder)
     tag = {"contract/snap": cinder.unique("tag")}
     snapshot = cinder.adapter.create_snapshot(volume.id, name=cinder.unique("snap"), metadata=tag)
-    cinder.wait_for("snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available")
+    cinder.wait_for(
+        "snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available"
+    )
     got = cinder.adapter.get_snapshot(snapshot.id)
     by_volume = [s.id for s in cinder.adapter.list_snapshots(volume_id=volume.id)]
     by_tag = [s.id for s in cinder.adapter.list_snapshots(metadata=tag)]
-    assert (volume.id, dict(tag), [snapshot.id], [snapshot.id]) == (got.volume_id, dict(got.metadata), by_volume, by_tag)
+    assert (volume.id, dict(tag), [snapshot.id], [snapshot.id]) == (
+        got.volume_id,
+        dict(got.metadata),
+        by_volume,
+        by_tag,
+    )
     cinder.adapter.delete_snapshot(snapshot.id)
 
     def gone() -> bool:
@@ -217,7 +248,9 @@ def test_delete_with_snapshots_needs_cascade(cinder: CinderWorld) -> None:
     """A volume with snapshots refuses plain delete (CinderConflict) and goes with cascade."""
     volume = _create(cinder)
     snapshot = cinder.adapter.create_snapshot(volume.id, name=cinder.unique("snap"), metadata={})
-    cinder.wait_for("snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available")
+    cinder.wait_for(
+        "snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available"
+    )
     with pytest.raises(CinderConflict):
         cinder.adapter.delete_volume(volume.id)
     cinder.adapter.delete_volume(volume.id, cascade=True)

@@ -24,7 +24,7 @@ from provisioner.errors import (
     CinderUnavailable,
 )
 from provisioner.model import Connector, CreateVolumeRequest, VolumeId
-from provisioner.testworld.cinder_emulator import CinderEmulator, Quota
+from provisioner.testworld.cinder_emulator import CinderEmulator
 
 CONNECTOR = Connector(host="h", ip="127.0.0.1", initiator="iqn.2024-01.io.netvol:faults")
 
@@ -95,7 +95,9 @@ def test_quota_exceeded_is_final_and_not_retried(emu: CinderEmulator, adapter: C
     assert (True, 413, 2) == (info.value.final, info.value.status_code, _calls(emu, "create_volume"))
 
 
-def test_rate_limited_create_is_not_retried_and_carries_retry_after(emu: CinderEmulator, adapter: CinderAdapter) -> None:
+def test_rate_limited_create_is_not_retried_and_carries_retry_after(
+    emu: CinderEmulator, adapter: CinderAdapter
+) -> None:
     """429 on create → CinderRateLimited with retry_after; create is never retried blindly."""
     emu.faults.fail_next("create_volume", status=429, retry_after=7)
     with pytest.raises(CinderRateLimited) as info:
@@ -113,7 +115,9 @@ def test_rate_limited_get_is_retried_after_retry_after(
     assert (vid, [3.0], 2) == (volume.id, rec.sleeps, _calls(emu, "get_volume"))
 
 
-def test_unavailable_get_is_retried_with_backoff(emu: CinderEmulator, adapter: CinderAdapter, rec: Recorder) -> None:
+def test_unavailable_get_is_retried_with_backoff(
+    emu: CinderEmulator, adapter: CinderAdapter, rec: Recorder
+) -> None:
     """Two 503s on get: retried with growing waits, then success."""
     vid = _new(adapter)
     emu.faults.fail_next("get_volume", count=2, status=503)
@@ -137,7 +141,9 @@ def test_5xx_on_create_is_unavailable_and_not_retried(emu: CinderEmulator, adapt
     assert 1 == _calls(emu, "create_volume")
 
 
-def test_delete_is_retried_and_404_counts_as_done(emu: CinderEmulator, adapter: CinderAdapter, rec: Recorder) -> None:
+def test_delete_is_retried_and_404_counts_as_done(
+    emu: CinderEmulator, adapter: CinderAdapter, rec: Recorder
+) -> None:
     """delete_volume retries a 502 and treats the 404 that follows as success."""
     emu.faults.fail_next("delete_volume", status=502)
     adapter.delete_volume(VolumeId("00000000-0000-4000-8000-00000000000a"))
@@ -204,7 +210,9 @@ def test_in_flight_cap_bounds_concurrent_calls(emu: CinderEmulator) -> None:
     assert (2, 8) == (emu.max_in_flight_seen, _calls(emu, "get_volume"))
 
 
-def test_observer_sees_operation_and_status(emu: CinderEmulator, adapter: CinderAdapter, rec: Recorder) -> None:
+def test_observer_sees_operation_and_status(
+    emu: CinderEmulator, adapter: CinderAdapter, rec: Recorder
+) -> None:
     """Every attempt is observed as (operation, "ok" | error class)."""
     emu.faults.fail_next("get_volume", status=503)
     vid = _new(adapter)
@@ -252,7 +260,9 @@ def test_application_credential_login(emu: CinderEmulator) -> None:
 def test_noauth_mode_reaches_cinder_directly(emu: CinderEmulator) -> None:
     """No-auth mode: explicit endpoint + '<user>:<project>' token, no Keystone call at all."""
     cloud = cloud_from_entry(
-        "na", {"auth_type": "noauth", "auth": {"endpoint": emu.cinder_url, "token": emu.noauth_token}}, prefix="t"
+        "na",
+        {"auth_type": "noauth", "auth": {"endpoint": emu.cinder_url, "token": emu.noauth_token}},
+        prefix="t",
     )
     vid = _new(make_cinder(cloud))
     assert (vid, 0) == (emu.volumes()[0]["id"], _calls(emu, "auth"))

@@ -214,7 +214,12 @@ def test_iscsi_profile_multipath_and_chap(clock: Clock) -> None:
         _, _, out = call(emu, "POST", f"/volumes/{vid}/action", body)
     data = out["connection_info"]["data"]
     expected = (["127.0.0.1:3260", "10.0.0.2:3260"], "CHAP", "p", "dp")
-    assert expected == (data["target_portals"], data["auth_method"], data["auth_password"], data["discovery_auth_password"])
+    assert expected == (
+        data["target_portals"],
+        data["auth_method"],
+        data["auth_password"],
+        data["discovery_auth_password"],
+    )
 
 
 def test_rbd_profile_namespace_and_keyring(clock: Clock) -> None:
@@ -222,9 +227,13 @@ def test_rbd_profile_namespace_and_keyring(clock: Clock) -> None:
     profile = RbdProfile(pool="p", rados_namespace="ns", hosts=("::1",), keyring="[client.x]\nkey = K\n")
     with CinderEmulator(profiles={"ceph": profile}, clock=clock) as emu:
         vid = create(emu, volume_type="ceph")["id"]
-        body = {"os-initialize_connection": {"connector": {}}}
+        body: dict[str, Any] = {"os-initialize_connection": {"connector": {}}}
         data = call(emu, "POST", f"/volumes/{vid}/action", body)[2]["connection_info"]["data"]
-    assert (f"p/ns/volume-{vid}", ["::1"], True) == (data["name"], data["hosts"], "key = K" in data["keyring"])
+    assert (f"p/ns/volume-{vid}", ["::1"], True) == (
+        data["name"],
+        data["hosts"],
+        "key = K" in data["keyring"],
+    )
 
 
 def test_call_log_and_inspection(emu: CinderEmulator, clock: Clock) -> None:
