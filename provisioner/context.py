@@ -147,7 +147,7 @@ class Context:
             ) from None
 
     def poll_delay(self, hint: Hint) -> float:
-        """Polling interval for a Cinder status wait: grows ×1.5 from the initial value to the cap."""
+        """Polling interval for a Cinder status wait: grows x1.5 from the initial value to the cap."""
         delay = min(self.settings.poll_max_seconds, self.settings.poll_initial_seconds * (1.5**hint.polls))
         hint.polls += 1
         return delay

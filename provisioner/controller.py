@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 import structlog
 
@@ -22,7 +21,7 @@ from provisioner.deletion import is_our_pv, reconcile_volume
 from provisioner.informer import Informer, ListWatcher, trim
 from provisioner.outcome import Outcome
 from provisioner.provision import class_name_of, is_ours, reconcile_claim
-from provisioner.workqueue import ShutDown, WorkQueue
+from provisioner.workqueue import ShutDownError, WorkQueue
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +47,9 @@ def trim_pv(obj: Obj) -> Obj:
     }
     for source, ref_key in (("rbd", "secretRef"), ("iscsi", "secretRef"), ("csi", "nodeStageSecretRef")):
         if source in spec:  # keep only what the delete flow needs: the Secret reference
-            out["spec"][source] = {k: v for k, v in spec[source].items() if k in (ref_key, "volumeHandle", "driver")}
+            out["spec"][source] = {
+                k: v for k, v in spec[source].items() if k in (ref_key, "volumeHandle", "driver")
+            }
     out["status"] = {"phase": (obj.get("status") or {}).get("phase")}
     return out
 
@@ -65,12 +66,26 @@ class Controller:
         resync_seconds: float = 600.0,
         watch_timeout_seconds: int = 300,
     ) -> None:
-        self.pvcs = Informer("persistentvolumeclaims", source, trimmer=trim_pvc, resync_seconds=resync_seconds,
-                             watch_timeout_seconds=watch_timeout_seconds)
-        self.pvs = Informer("persistentvolumes", source, trimmer=trim_pv, resync_seconds=resync_seconds,
-                            watch_timeout_seconds=watch_timeout_seconds)
-        self.classes = Informer("storageclasses", source, resync_seconds=resync_seconds,
-                                watch_timeout_seconds=watch_timeout_seconds)
+        self.pvcs = Informer(
+            "persistentvolumeclaims",
+            source,
+            trimmer=trim_pvc,
+            resync_seconds=resync_seconds,
+            watch_timeout_seconds=watch_timeout_seconds,
+        )
+        self.pvs = Informer(
+            "persistentvolumes",
+            source,
+            trimmer=trim_pv,
+            resync_seconds=resync_seconds,
+            watch_timeout_seconds=watch_timeout_seconds,
+        )
+        self.classes = Informer(
+            "storageclasses",
+            source,
+            resync_seconds=resync_seconds,
+            watch_timeout_seconds=watch_timeout_seconds,
+        )
         self.ctx = make_context(self.pvcs, self.pvs, self.classes)
         self.queue: WorkQueue[Key] = WorkQueue()
         self._workers = workers
@@ -192,7 +207,7 @@ class Controller:
         while not self._stopping.is_set():
             try:
                 key = self.queue.get()
-            except ShutDown:
+            except ShutDownError:
                 return
             if key is None:
                 continue
@@ -221,7 +236,10 @@ class Controller:
     def wait_synced(self, timeout: float = 60.0) -> bool:
         """True once every informer has listed."""
         deadline = time.monotonic() + timeout
-        return all(inf.wait_synced(max(0.0, deadline - time.monotonic())) for inf in (self.classes, self.pvs, self.pvcs))
+        return all(
+            inf.wait_synced(max(0.0, deadline - time.monotonic()))
+            for inf in (self.classes, self.pvs, self.pvcs)
+        )
 
     @property
     def synced(self) -> bool:

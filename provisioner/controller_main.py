@@ -19,7 +19,9 @@ def add_parser(sub: Any) -> None:
     """Register the ``run`` subcommand."""
     p = sub.add_parser("run", help="run the provisioning controller")
     p.add_argument("--config", default=os.environ.get("CINDER_PROVISIONER_CONFIG"), help="YAML config file")
-    p.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: in-cluster, then ~/.kube/config)")
+    p.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig path (default: in-cluster, then ~/.kube/config)"
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
     p.add_argument("--identity", default=None, help="lease holder identity (default: $POD_NAME_$POD_UID)")
 
@@ -38,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     from provisioner.adapters.kube import load_client_configuration
     from provisioner.replica import Replica
 
-    identity = args.identity or "_".join(
-        x for x in (os.environ.get("POD_NAME"), os.environ.get("POD_UID")) if x
-    ) or None
+    identity = (
+        args.identity
+        or "_".join(x for x in (os.environ.get("POD_NAME"), os.environ.get("POD_UID")) if x)
+        or None
+    )
     client_config = load_client_configuration(args.kubeconfig)
     lease_config = load_client_configuration(args.kubeconfig)
     replica = Replica(

@@ -14,10 +14,17 @@ import structlog
 
 from provisioner import names
 from provisioner.context import Context, Obj
-from provisioner.errors import CinderConflict, CinderError, CinderNotFound, CinderRateLimited, InvalidInput, KubeNotFound
+from provisioner.errors import (
+    CinderConflict,
+    CinderError,
+    CinderNotFound,
+    CinderRateLimited,
+    InvalidInput,
+    KubeNotFound,
+)
 from provisioner.events import VOLUME_DELETE_WAITING, VOLUME_FAILED_DELETE
 from provisioner.export import unexport
-from provisioner.model import DELETING, AttachmentId, VolumeId
+from provisioner.model import DELETING, AttachmentId, ExportMode, VolumeId
 from provisioner.outcome import DONE, Outcome, error, requeue
 from provisioner.params import parse_class_parameters
 
@@ -50,7 +57,11 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
     ann = meta.get("annotations") or {}
     volume_id = VolumeId(ann[names.ANN_VOLUME_ID])
     attachment_id = ann.get(names.ANN_ATTACHMENT_ID)
-    mode = "attachment" if ann.get(names.ANN_EXPORT_MODE, "attachment") == "attachment" and attachment_id else "legacy"
+    mode: ExportMode = (
+        "attachment"
+        if ann.get(names.ANN_EXPORT_MODE, "attachment") == "attachment" and attachment_id
+        else "legacy"
+    )
     sc_name = str(spec.get("storageClassName") or "")
     cascade = False
     sc = ctx.classes.get(sc_name) if sc_name else None
@@ -78,7 +89,8 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
                 return error("not_leader", "lost leadership before delete")
             foreign = [a for a in volume.attachment_ids if a != attachment_id]
             if foreign and mode == "attachment":
-                msg = f"Cinder volume {volume_id} has attachments not made by this provisioner: {', '.join(foreign)}"
+                others = ", ".join(foreign)
+                msg = f"Cinder volume {volume_id} has attachments not made by this provisioner: {others}"
                 ctx.events.event(pv, "Warning", VOLUME_FAILED_DELETE, msg)
                 return error("foreign_attachment", msg, at_least=60.0)
             unexport(ctx, cinder, volume_id, AttachmentId(attachment_id) if attachment_id else None, mode)
@@ -86,9 +98,13 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
                 cinder.delete_volume(volume_id, cascade=cascade)
             except CinderConflict as e:
                 if "snapshot" in str(e).lower():
-                    ctx.events.event(pv, "Normal", VOLUME_DELETE_WAITING,
-                                     f"Cinder volume {volume_id} has snapshots; waiting for them to be deleted "
-                                     "(set cascadeDelete on the class to delete them with the volume)")
+                    ctx.events.event(
+                        pv,
+                        "Normal",
+                        VOLUME_DELETE_WAITING,
+                        f"Cinder volume {volume_id} has snapshots; waiting for them to be deleted "
+                        "(set cascadeDelete on the class to delete them with the volume)",
+                    )
                     return requeue(60.0, "has_snapshots")
                 raise
             log_.info("volume_delete_requested")
@@ -98,7 +114,9 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
         return requeue(e.retry_after or 1.0, "rate_limited")
     except CinderError as e:
         ctx.events.event(pv, "Warning", VOLUME_FAILED_DELETE, f"deleting Cinder volume {volume_id}: {e}")
-        ctx.metrics.delete_total.labels(storage_class=sc_name, outcome="failure", reason=type(e).__name__).inc()
+        ctx.metrics.delete_total.labels(
+            storage_class=sc_name, outcome="failure", reason=type(e).__name__
+        ).inc()
         return error(type(e).__name__, str(e))
     # The volume is gone: let the PV go (and its Secret, even if a crash kept its owner reference off).
     _delete_owned_secret(ctx, pv)
@@ -118,8 +136,12 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
 def _wait(ctx: Context, pv: Obj, hint: Any) -> Outcome:
     if ctx.clock() - hint.started > ctx.settings.delete_deadline_seconds and not hint.deadline_warned:
         hint.deadline_warned = True
-        ctx.events.event(pv, "Warning", VOLUME_FAILED_DELETE,
-                         f"Cinder volume still deleting after {ctx.settings.delete_deadline_seconds:.0f}s")
+        ctx.events.event(
+            pv,
+            "Warning",
+            VOLUME_FAILED_DELETE,
+            f"Cinder volume still deleting after {ctx.settings.delete_deadline_seconds:.0f}s",
+        )
     return requeue(ctx.poll_delay(hint), "deleting")
 
 

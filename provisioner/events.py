@@ -113,13 +113,14 @@ class EventRecorder:
             self._seen[key] = _Seen(name, namespace, 1, ts, 1, now, now)
             while len(self._seen) > self._max:
                 self._seen.popitem(last=False)
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {"name": name, "namespace": namespace},
             "involvedObject": {
                 "apiVersion": obj.get("apiVersion", "v1"),
-                "kind": obj.get("kind") or ("PersistentVolumeClaim" if meta.get("namespace") else "PersistentVolume"),
+                "kind": obj.get("kind")
+                or ("PersistentVolumeClaim" if meta.get("namespace") else "PersistentVolume"),
                 "name": meta.get("name"),
                 "namespace": meta.get("namespace"),
                 "uid": uid,

@@ -40,7 +40,9 @@ def export_volume(ctx: Context, cinder: CinderPort, volume: Volume) -> Exported:
                 operation="attachment_create",
             )
         cinder.complete_attachment(attachment.id)
-        return Exported(connection_info=attachment.connection_info, attachment_id=attachment.id, mode="attachment")
+        return Exported(
+            connection_info=attachment.connection_info, attachment_id=attachment.id, mode="attachment"
+        )
     if volume.status == "available":
         cinder.reserve(volume.id)
     info = cinder.initialize_connection(volume.id, connector)

@@ -39,11 +39,11 @@ def _micro_now() -> str:
 
 
 def validate_timing(lease_duration: float, renew_deadline: float, retry_period: float) -> None:
-    """duration > renew deadline > 1.2 × retry period (client-go's rule), else ConfigError."""
+    """duration > renew deadline > 1.2 x retry period (client-go's rule), else ConfigError."""
     if not lease_duration > renew_deadline:
         raise ConfigError("leader_election.lease_duration", "must be greater than renew_deadline")
     if not renew_deadline > 1.2 * retry_period:
-        raise ConfigError("leader_election.renew_deadline", "must be greater than 1.2 × retry_period")
+        raise ConfigError("leader_election.renew_deadline", "must be greater than 1.2 x retry_period")
     if retry_period <= 0:
         raise ConfigError("leader_election.retry_period", "must be positive")
 
@@ -66,7 +66,11 @@ class LeaderElector:
         validate_timing(lease_duration, renew_deadline, retry_period)
         self._client = client
         self.namespace, self.name, self.identity = namespace, name, identity
-        self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
+        self.lease_duration, self.renew_deadline, self.retry_period = (
+            lease_duration,
+            renew_deadline,
+            retry_period,
+        )
         self._clock = clock
         self._lock = threading.Lock()
         self._leading = False

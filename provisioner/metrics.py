@@ -50,7 +50,10 @@ def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             registry=reg,
         ),
         provision_total=Counter(
-            p + "provision_total", "Provisioning outcomes", ["storage_class", "outcome", "reason"], registry=reg
+            p + "provision_total",
+            "Provisioning outcomes",
+            ["storage_class", "outcome", "reason"],
+            registry=reg,
         ),
         delete_total=Counter(
             p + "delete_total", "Deletion outcomes", ["storage_class", "outcome", "reason"], registry=reg

@@ -28,7 +28,14 @@ from provisioner.errors import (
 )
 from provisioner.events import PROVISIONING, PROVISIONING_FAILED, PROVISIONING_SUCCEEDED
 from provisioner.export import cleanup_volume, export_volume
-from provisioner.mapping import MappedObjects, ProvisionedVolume, build_objects, parse_claim, secret_name_for
+from provisioner.mapping import (
+    ContentSource,
+    MappedObjects,
+    ProvisionedVolume,
+    build_objects,
+    parse_claim,
+    secret_name_for,
+)
 from provisioner.model import AVAILABLE, CREATING, DELETING, ERROR, CreateVolumeRequest, Volume
 from provisioner.outcome import DONE, Outcome, error, final, requeue
 from provisioner.params import ClassParams, parse_class_fields, parse_class_parameters
@@ -84,12 +91,16 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
                 _drop_intent(ctx, pvc)
             ctx.hints.drop(uid)
             return DONE
-        return _fail(ctx, pvc, sc_name, "pv_name_conflict", f"PV {pv_name} exists but belongs to another claim")
+        return _fail(
+            ctx, pvc, sc_name, "pv_name_conflict", f"PV {pv_name} exists but belongs to another claim"
+        )
     if sc is None:
         return _fail(ctx, pvc, sc_name, "class_not_found", f"StorageClass {sc_name!r} not found", retry=60.0)
     try:
         fields = parse_class_fields(sc)
-        params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=ctx.settings.secret_namespace)
+        params = parse_class_parameters(
+            sc.get("parameters"), default_secret_namespace=ctx.settings.secret_namespace
+        )
     except InvalidInput as e:
         return _fail(ctx, pvc, sc_name, "invalid_parameters", f"StorageClass {sc_name}: {e}")
     try:
@@ -107,13 +118,15 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         cinder = ctx.cinder(params.cloud)
         volume = _lookup(ctx, cinder, pv_name, hint)
         if volume is None:
-            return _create(ctx, pvc, sc, params, cinder, hint, log_)
+            return _create(ctx, pvc, sc=sc, params=params, cinder=cinder, hint=hint, log_=log_)
         hint.volume_id = volume.id
         if not ours_finalizer and _persist_intent(ctx, pvc) is None:
             return requeue(0.0, "claim_changed")
-        return _advance(ctx, pvc, sc, params, cinder, volume, hint, log_)
+        return _advance(ctx, pvc, sc=sc, params=params, cinder=cinder, volume=volume, hint=hint, log_=log_)
     except CinderQuotaExceeded as e:
-        return _fail(ctx, pvc, sc_name, "quota", f"Cinder quota exceeded: {e}", retry=ctx.settings.final_retry_seconds)
+        return _fail(
+            ctx, pvc, sc_name, "quota", f"Cinder quota exceeded: {e}", retry=ctx.settings.final_retry_seconds
+        )
     except CinderRateLimited as e:
         ctx.hold_cloud(params.cloud, e.retry_after or 1.0)
         return requeue(e.retry_after or 1.0, "rate_limited")
@@ -138,7 +151,7 @@ def _lookup(ctx: Context, cinder: Any, pv_name: str, hint: Hint) -> Volume | Non
 
 
 def _create(
-    ctx: Context, pvc: Obj, sc: Obj, params: ClassParams, cinder: Any, hint: Hint, log_: Any
+    ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, hint: Hint, log_: Any
 ) -> Outcome:
     live = _persist_intent(ctx, pvc, step="creating-volume")
     if live is None:
@@ -180,14 +193,24 @@ def _create(
 
 
 def _advance(
-    ctx: Context, pvc: Obj, sc: Obj, params: ClassParams, cinder: Any, volume: Volume, hint: Hint, log_: Any
+    ctx: Context,
+    pvc: Obj,
+    *,
+    sc: Obj,
+    params: ClassParams,
+    cinder: Any,
+    volume: Volume,
+    hint: Hint,
+    log_: Any,
 ) -> Outcome:
     sc_name = sc["metadata"]["name"]
     if volume.status in _WAITING:
         if ctx.clock() - hint.started > ctx.settings.create_deadline_seconds and not hint.deadline_warned:
             hint.deadline_warned = True
             ctx.events.event(
-                pvc, "Warning", PROVISIONING_FAILED,
+                pvc,
+                "Warning",
+                PROVISIONING_FAILED,
                 f"Cinder volume {volume.id} still {volume.status} after "
                 f"{ctx.settings.create_deadline_seconds:.0f}s; still waiting",
             )
@@ -203,7 +226,9 @@ def _advance(
         attempts = f"{hint.error_volumes}/{ctx.settings.max_error_retries}"
         msg = f"Cinder volume {volume.id} went to {volume.status}; deleted it (attempt {attempts})"
         if hint.error_volumes >= ctx.settings.max_error_retries:
-            return _fail(ctx, pvc, sc_name, "volume_error", msg + "; giving up", retry=ctx.settings.final_retry_seconds)
+            return _fail(
+                ctx, pvc, sc_name, "volume_error", msg + "; giving up", retry=ctx.settings.final_retry_seconds
+            )
         ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, msg + "; retrying")
         return error("volume_error", msg)
     if volume.status not in _EXPORTABLE:
@@ -238,19 +263,30 @@ def _advance(
         cleanup_volume(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
         hint.volume_id = None
         return _fail(ctx, pvc, sc_name, type(e).__name__, f"cannot use Cinder volume {volume.id}: {e}")
-    outcome = _create_objects(ctx, pvc, mapped, volume, cinder, exported, pv_name, log_)
+    outcome = _create_objects(
+        ctx, pvc, mapped=mapped, volume=volume, cinder=cinder, exported=exported, pv_name=pv_name, log_=log_
+    )
     if outcome is not None:
         return outcome
     _drop_intent(ctx, pvc)
     ctx.hints.drop(pvc["metadata"]["uid"])
     ctx.metrics.provision_total.labels(storage_class=sc_name, outcome="success", reason="").inc()
-    ctx.events.event(pvc, "Normal", PROVISIONING_SUCCEEDED, f"provisioned Cinder volume {volume.id} as {pv_name}")
+    ctx.events.event(
+        pvc, "Normal", PROVISIONING_SUCCEEDED, f"provisioned Cinder volume {volume.id} as {pv_name}"
+    )
     log_.info("provisioned", volume_id=volume.id)
     return DONE
 
 
 def _create_objects(
-    ctx: Context, pvc: Obj, mapped: MappedObjects, volume: Volume, cinder: Any, exported: Any, pv_name: str,
+    ctx: Context,
+    pvc: Obj,
+    *,
+    mapped: MappedObjects,
+    volume: Volume,
+    cinder: Any,
+    exported: Any,
+    pv_name: str,
     log_: Any,
 ) -> Outcome | None:
     """Secret (if any), then PV, then the Secret's owner. None = all created; else the outcome to return."""
@@ -260,8 +296,12 @@ def _create_objects(
         try:
             ctx.kube.create("secrets", secret, namespace=ns)
         except KubeAlreadyExists:
-            ctx.kube.patch("secrets", secret["metadata"]["name"], {"data": secret.get("data"),
-                           "stringData": secret.get("stringData")}, namespace=ns)
+            ctx.kube.patch(
+                "secrets",
+                secret["metadata"]["name"],
+                {"data": secret.get("data"), "stringData": secret.get("stringData")},
+                namespace=ns,
+            )
     try:
         created = ctx.kube.create("persistentvolumes", mapped.pv)
     except KubeAlreadyExists:
@@ -274,14 +314,27 @@ def _create_objects(
             # Not ours: never take a 409 as success (the leak the Go provisioner had). Give our volume back.
             cleanup_volume(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
             ctx.hints.drop(pvc["metadata"]["uid"])
-            return _fail(ctx, pvc, class_name_of(pvc), "pv_name_conflict",
-                         f"PV {pv_name} already exists for another claim or volume; released {volume.id}")
+            return _fail(
+                ctx,
+                pvc,
+                class_name_of(pvc),
+                "pv_name_conflict",
+                f"PV {pv_name} already exists for another claim or volume; released {volume.id}",
+            )
     if secret is not None:
-        owner = {"apiVersion": "v1", "kind": "PersistentVolume", "name": pv_name,
-                 "uid": created["metadata"]["uid"]}
+        owner = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "name": pv_name,
+            "uid": created["metadata"]["uid"],
+        }
         try:
-            ctx.kube.patch("secrets", secret["metadata"]["name"], {"metadata": {"ownerReferences": [owner]}},
-                           namespace=secret["metadata"]["namespace"])
+            ctx.kube.patch(
+                "secrets",
+                secret["metadata"]["name"],
+                {"metadata": {"ownerReferences": [owner]}},
+                namespace=secret["metadata"]["namespace"],
+            )
         except KubeError as e:  # the PV exists; a missing owner only delays GC — log and go on
             log_.warning("secret_owner_patch_failed", error=str(e))
     return None
@@ -291,7 +344,7 @@ def _needs_grow(pvc: Obj, volume: Volume) -> bool:
     return volume.snapshot_id is not None or volume.source_volid is not None
 
 
-def resolve_content_kind(pvc: Obj, volume: Volume) -> str:
+def resolve_content_kind(pvc: Obj, volume: Volume) -> ContentSource:
     """What the node agent may do with a blank device: only "empty" volumes are ever formatted."""
     if volume.snapshot_id:
         return "snapshot"
@@ -317,13 +370,21 @@ def _persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | No
         ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
     if step:
         if meta.get("annotations") is None:
-            ops.append({"op": "add", "path": "/metadata/annotations", "value": {names.ANN_PROVISIONING_STEP: step}})
+            ops.append(
+                {"op": "add", "path": "/metadata/annotations", "value": {names.ANN_PROVISIONING_STEP: step}}
+            )
         else:
-            ops.append({"op": "add", "path": "/metadata/annotations/" + _json_pointer(names.ANN_PROVISIONING_STEP),
-                        "value": step})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": "/metadata/annotations/" + _json_pointer(names.ANN_PROVISIONING_STEP),
+                    "value": step,
+                }
+            )
     try:
-        live = ctx.kube.patch("persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"],
-                              patch_type="json")
+        live = ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"
+        )
     except KubeNotFound:
         return None
     lmeta = live["metadata"]
@@ -335,21 +396,30 @@ def _persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | No
 def _drop_intent(ctx: Context, pvc: Obj) -> None:
     """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race)."""
     meta = pvc["metadata"]
-    patch = {"metadata": {"$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
-                          "annotations": {names.ANN_PROVISIONING_STEP: None}}}
+    patch = {
+        "metadata": {
+            "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
+            "annotations": {names.ANN_PROVISIONING_STEP: None},
+        }
+    }
     try:
-        ctx.kube.patch("persistentvolumeclaims", meta["name"], patch, namespace=meta["namespace"],
-                       patch_type="strategic")
+        ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], patch, namespace=meta["namespace"], patch_type="strategic"
+        )
     except KubeNotFound:
         pass
 
 
-def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, retry: float = 0.0) -> Outcome:
+def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, *, retry: float = 0.0) -> Outcome:
     """A final failure: one Warning (deduplicated), a metric, and no fast retry."""
     ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, message)
     ctx.metrics.provision_total.labels(storage_class=sc_name, outcome="failure", reason=reason).inc()
-    log.warning("provisioning_failed", pvc=f"{pvc['metadata']['namespace']}/{pvc['metadata']['name']}",
-                reason=reason, error=message)
+    log.warning(
+        "provisioning_failed",
+        pvc=f"{pvc['metadata']['namespace']}/{pvc['metadata']['name']}",
+        reason=reason,
+        error=message,
+    )
     return final(reason, message, retry_after=retry)
 
 
@@ -383,8 +453,14 @@ def abandon(ctx: Context, pvc: Obj) -> Outcome:
                 return requeue(ctx.poll_delay(hint), "waiting_to_delete")
             if not ctx.is_leader():
                 return error("not_leader", "lost leadership before delete")
-            cleanup_volume(ctx, cinder, volume.id, None, "attachment" if volume.attachment_ids else "legacy",
-                           attachment_ids=volume.attachment_ids)
+            cleanup_volume(
+                ctx,
+                cinder,
+                volume.id,
+                None,
+                "attachment" if volume.attachment_ids else "legacy",
+                attachment_ids=volume.attachment_ids,
+            )
             return requeue(ctx.poll_delay(hint), "deleting")
     except CinderError as e:
         ctx.events.event(pvc, "Warning", "ProvisioningCleanupFailed", f"cleaning up Cinder volume: {e}")

@@ -53,7 +53,9 @@ class Replica:
         self._lease_kube: KubeAdapter | None = None
         if le.enabled:
             # Renewals get their own client (and rate limiter) so a busy main client cannot starve them.
-            self._lease_kube = KubeAdapter(lease_client_configuration or client_configuration, qps=20, burst=20)
+            self._lease_kube = KubeAdapter(
+                lease_client_configuration or client_configuration, qps=20, burst=20
+            )
             self.elector = LeaderElector(
                 self._lease_kube,
                 namespace=config.namespace,
@@ -131,8 +133,8 @@ class Replica:
         """Abrupt stop: no drain of the lease; what a killed process looks like to others."""
         if self.elector:
             self.elector.stop()
-            with self.elector._lock:  # noqa: SLF001 - simulate the process vanishing
-                self.elector._leading = False  # noqa: SLF001
+            with self.elector._lock:
+                self.elector._leading = False
         self._shutdown(release=False, timeout=2.0)
 
     def _shutdown(self, *, release: bool, timeout: float = 10.0) -> None:

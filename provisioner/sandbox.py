@@ -75,14 +75,19 @@ def run(args: argparse.Namespace) -> int:
     out: TextIO = sys.stdout
     started = time.monotonic()
     with ExitStack() as stack:
-        workdir = Path(args.workdir) if args.workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir = (
+            Path(args.workdir) if args.workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        )
         summary = _run(args, workdir, stack, out)
     summary["seconds"] = round(time.monotonic() - started, 2)
     ok = summary["bound"] == args.pvcs and summary["deleted"] == args.pvcs and summary["leaked_volumes"] == 0
     if args.keep:
         ok = summary["bound"] == args.pvcs
-    print(f"{'OK' if ok else 'FAILED'}: {summary['bound']}/{args.pvcs} bound, {summary['deleted']} deleted, "
-          f"{summary['leaked_volumes']} leaked volumes in {summary['seconds']}s", file=out)
+    print(
+        f"{'OK' if ok else 'FAILED'}: {summary['bound']}/{args.pvcs} bound, {summary['deleted']} deleted, "
+        f"{summary['leaked_volumes']} leaked volumes in {summary['seconds']}s",
+        file=out,
+    )
     if args.json:
         print(json.dumps(summary), file=out)
     return 0 if ok else 1
@@ -100,46 +105,69 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
     endpoint = cloud.pop("_describe")
     print(f"kubernetes simulator: {sim.url}  (kubeconfig {kubeconfig})", file=out)
     print(f"cinder ({args.cinder}): {endpoint}", file=out)
-    config = ProvisionerConfig.from_mapping({
-        "cluster_id": "sandbox",
-        "clouds": {"default": cloud},
-        "default_cloud": "default",
-        "namespace": "kube-system",
-        "secret_namespace": "kube-system",
-        "workers": 8,
-        "leader_election": {"lease_duration": 4, "renew_deadline": 3, "retry_period": 1},
-    })
-    replica = Replica(config, client_configuration=load_client_configuration(str(kubeconfig)),
-                      identity="sandbox-0", health_address="127.0.0.1:0")
+    config = ProvisionerConfig.from_mapping(
+        {
+            "cluster_id": "sandbox",
+            "clouds": {"default": cloud},
+            "default_cloud": "default",
+            "namespace": "kube-system",
+            "secret_namespace": "kube-system",
+            "workers": 8,
+            "leader_election": {"lease_duration": 4, "renew_deadline": 3, "retry_period": 1},
+        }
+    )
+    replica = Replica(
+        config,
+        client_configuration=load_client_configuration(str(kubeconfig)),
+        identity="sandbox-0",
+        health_address="127.0.0.1:0",
+    )
     stack.callback(replica.terminate)
     kube = KubeAdapter(load_client_configuration(str(kubeconfig)), qps=200, burst=400)
     stack.callback(kube.close)
     for sc in CLASSES:
-        kube.create("storageclasses", {
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": sc["name"]},
-            "provisioner": names.DEFAULT_PROVISIONER_NAME, "parameters": sc["parameters"],
-            "reclaimPolicy": "Delete", "volumeBindingMode": "Immediate",
-        })
+        kube.create(
+            "storageclasses",
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {"name": sc["name"]},
+                "provisioner": names.DEFAULT_PROVISIONER_NAME,
+                "parameters": sc["parameters"],
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "Immediate",
+            },
+        )
     replica.start()
-    print(f"controller: {replica.identity} (metrics on 127.0.0.1:{replica.health.port if replica.health else 0})",
-          file=out)
+    port = replica.health.port if replica.health else 0
+    print(f"controller: {replica.identity} (metrics on http://127.0.0.1:{port}/metrics)", file=out)
     claims = []
     for i in range(args.pvcs):
         sc = CLASSES[i % len(CLASSES)]["name"]
         name = f"data-{i:03d}"
-        kube.create("persistentvolumeclaims", {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": sc,
-                     "resources": {"requests": {"storage": f"{1 + i % 3}Gi"}}},
-        }, namespace="default")
+        kube.create(
+            "persistentvolumeclaims",
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": sc,
+                    "resources": {"requests": {"storage": f"{1 + i % 3}Gi"}},
+                },
+            },
+            namespace="default",
+        )
         claims.append(name)
     bound = _wait(lambda: _count_bound(kube), args.pvcs, args.timeout, "bound", out)
     cinder = next(iter(replica.controller.ctx.clouds.values()))
     rows = _table(kube, cinder)
     _print_table(rows, out)
     if args.keep:
-        print(f"\nkept running. kubectl --kubeconfig {kubeconfig} get pvc,pv   |   Cinder: {endpoint}", file=out)
+        print(
+            f"\nkept running. kubectl --kubeconfig {kubeconfig} get pvc,pv   |   Cinder: {endpoint}", file=out
+        )
         print("press Ctrl-C to stop", file=out)
         try:
             while True:
@@ -196,7 +224,15 @@ def _table(kube: Any, cinder: Any) -> list[tuple[str, str, str, str, str]]:
         pv = pvs.get(pv_name, {})
         vid = ((pv.get("metadata") or {}).get("annotations") or {}).get(names.ANN_VOLUME_ID, "-")
         status = cinder.get_volume(vid).status if vid != "-" else "-"
-        rows.append((f"default/{pvc['metadata']['name']}", pvc["spec"].get("storageClassName", ""), pv_name, vid, status))
+        rows.append(
+            (
+                f"default/{pvc['metadata']['name']}",
+                pvc["spec"].get("storageClassName", ""),
+                pv_name,
+                vid,
+                status,
+            )
+        )
     return rows
 
 

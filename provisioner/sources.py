@@ -40,7 +40,8 @@ def resolve_source(ctx: Context, pvc: Obj, params: ClassParams, cinder: Any) -> 
     restore_id = ann.get(names.ANN_RESTORE_FROM_SNAPSHOT)
     if restore_id and data_source:
         raise InvalidInput(
-            f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]", "cannot be combined with spec.dataSource"
+            f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]",
+            "cannot be combined with spec.dataSource",
         )
     if restore_id:
         return _from_cinder_snapshot(ctx, meta["namespace"], str(restore_id), params, cinder)
@@ -57,7 +58,9 @@ def resolve_source(ctx: Context, pvc: Obj, params: ClassParams, cinder: Any) -> 
         vid = ((pv or {}).get("metadata", {}).get("annotations") or {}).get(names.ANN_VOLUME_ID)
         if not vid:
             raise InvalidInput("spec.dataSource", f"claim {name!r} is not a bound volume of this provisioner")
-        size = int(str(((pv or {}).get("spec") or {}).get("capacity", {}).get("storage", "1Gi")).rstrip("Gi") or 1)
+        size = int(
+            str(((pv or {}).get("spec") or {}).get("capacity", {}).get("storage", "1Gi")).rstrip("Gi") or 1
+        )
         return VolumeSource(source_volid=VolumeId(vid), min_size_gib=size)
     if kind == "VolumeSnapshot":
         try:
@@ -72,7 +75,9 @@ def resolve_source(ctx: Context, pvc: Obj, params: ClassParams, cinder: Any) -> 
             (content.get("spec") or {}).get("source") or {}
         ).get("snapshotHandle")
         if not handle:
-            raise InvalidInput("spec.dataSource", f"VolumeSnapshot {name!r} has no Cinder snapshot handle yet")
+            raise InvalidInput(
+                "spec.dataSource", f"VolumeSnapshot {name!r} has no Cinder snapshot handle yet"
+            )
         try:
             snapshot = cinder.get_snapshot(SnapshotId(handle))
         except CinderNotFound:
@@ -92,7 +97,9 @@ def _from_cinder_snapshot(
     if not params.allow_raw_snapshot_restore:
         md = snapshot.metadata
         if md.get(names.META_CLUSTER) != ctx.settings.cluster_id:
-            raise InvalidInput(field, "snapshot does not belong to this cluster (class disallows raw restores)")
+            raise InvalidInput(
+                field, "snapshot does not belong to this cluster (class disallows raw restores)"
+            )
         if md.get(names.META_PVC_NAMESPACE) != namespace:
             raise InvalidInput(field, f"snapshot was not taken in namespace {namespace!r}")
     if snapshot.status != "available":

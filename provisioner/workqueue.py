@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 
 
-class ShutDown(Exception):
+class ShutDownError(Exception):
     """The queue was shut down; workers should exit."""
 
 
@@ -57,7 +57,7 @@ class BackoffLimiter(Generic[K]):
             self._last = now
             self._tokens -= 1.0
             bucket = -self._tokens / self._qps if self._tokens < 0 else 0.0
-            return max(per_item, bucket)
+            return float(max(per_item, bucket))
 
     def failures(self, key: K) -> int:
         """How many times ``key`` failed since it was last forgotten."""
@@ -134,12 +134,12 @@ class WorkQueue(Generic[K]):
     # ---- consumers -----------------------------------------------------------------------------------
 
     def get(self, timeout: float | None = None) -> K | None:
-        """Next key to process (marks it processing); None on timeout; raises ShutDown."""
+        """Next key to process (marks it processing); None on timeout; raises ShutDownError."""
         deadline = None if timeout is None else self._clock() + timeout
         with self._cond:
             while True:
                 if self._shutdown:
-                    raise ShutDown
+                    raise ShutDownError
                 self._promote_due_locked()
                 if self._queue:
                     key = self._queue.popleft()
@@ -176,7 +176,7 @@ class WorkQueue(Generic[K]):
     # ---- lifecycle / introspection -------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Wake every waiter; further gets raise ShutDown."""
+        """Wake every waiter; further gets raise ShutDownError."""
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()

@@ -16,9 +16,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import kubernetes  # type: ignore[import-untyped]
+import kubernetes
 import urllib3
-from kubernetes.client import ApiClient, Configuration  # type: ignore[import-untyped]
+from kubernetes.client import ApiClient, Configuration
 
 from provisioner.errors import (
     KubeAlreadyExists,
@@ -132,7 +132,7 @@ class KubeAdapter:
         for resp in responses:
             try:
                 resp.shutdown()
-            except Exception:  # noqa: S110, BLE001 - best effort: the stream may already be closed
+            except Exception:  # noqa: S110 - best effort: the stream may already be closed
                 pass
 
     # ---- plumbing ------------------------------------------------------------------------------------
@@ -253,12 +253,16 @@ class KubeAdapter:
         result: dict[str, Any] = self._call("GET", self._path(resource, namespace, name))
         return result
 
-    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+    def create(
+        self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
         """Create; KubeAlreadyExists on a name clash."""
         result: dict[str, Any] = self._call("POST", self._path(resource, namespace), body=dict(obj))
         return result
 
-    def replace(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> dict[str, Any]:
+    def replace(
+        self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None
+    ) -> dict[str, Any]:
         """PUT (resourceVersion in the body makes it conditional)."""
         name = obj["metadata"]["name"]
         result: dict[str, Any] = self._call("PUT", self._path(resource, namespace, name), body=dict(obj))

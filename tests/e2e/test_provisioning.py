@@ -22,8 +22,10 @@ def assert_everything_written_is_valid(world: World) -> None:
     for resource in ("persistentvolumes", "secrets", "events"):
         for obj in world.sim.list(resource):
             obj.setdefault("apiVersion", "v1")
-            obj.setdefault("kind", {"persistentvolumes": "PersistentVolume", "secrets": "Secret",
-                                    "events": "Event"}[resource])
+            obj.setdefault(
+                "kind",
+                {"persistentvolumes": "PersistentVolume", "secrets": "Secret", "events": "Event"}[resource],
+            )
             assert_valid(obj)
 
 
@@ -82,8 +84,14 @@ def test_chap_secret_is_owned_by_pv_and_collected_with_it() -> None:
         pv = world.pv_of("data")
         assert pv is not None
         ref = pv["spec"]["iscsi"]["secretRef"]
-        wait_for(lambda: "ownerReferences" in (world.sim.get("secrets", ref["namespace"], ref["name"]) or {})
-                 .get("metadata", {}), 5, "secret owner")
+        wait_for(
+            lambda: (
+                "ownerReferences"
+                in (world.sim.get("secrets", ref["namespace"], ref["name"]) or {}).get("metadata", {})
+            ),
+            5,
+            "secret owner",
+        )
         secret = world.sim.get("secrets", ref["namespace"], ref["name"])
         assert secret is not None
         assert names.SECRET_TYPE_ISCSI_CHAP == secret["type"]
@@ -104,8 +112,16 @@ def test_retain_keeps_the_volume(world: World) -> None:
     pv = world.pv_of("data")
     assert pv is not None
     world.kube.delete("persistentvolumeclaims", "data", namespace="default")
-    wait_for(lambda: (world.sim.get("persistentvolumes", "", pv["metadata"]["name"]) or {})
-             .get("status", {}).get("phase") == "Released", 10, "Released")
+    wait_for(
+        lambda: (
+            (world.sim.get("persistentvolumes", "", pv["metadata"]["name"]) or {})
+            .get("status", {})
+            .get("phase")
+            == "Released"
+        ),
+        10,
+        "Released",
+    )
     world.sim.wait_idle()
     assert 1 == len(world.our_volumes())
     assert world.sim.get("persistentvolumes", "", pv["metadata"]["name"]) is not None
@@ -117,10 +133,14 @@ def test_wait_for_first_consumer_waits_for_selected_node(world: World) -> None:
     world.create_class("late", {"type": "rbd"}, binding="WaitForFirstConsumer")
     world.create_pvc("data", "late")
     world.sim.wait_idle()
-    wait_for(lambda: world.replicas[0].controller.idle(), 5, "controller idle")
+    wait_for(world.replicas[0].controller.idle, 5, "controller idle")
     assert [] == world.our_volumes()
-    world.kube.patch("persistentvolumeclaims", "data",
-                     {"metadata": {"annotations": {names.ANN_SELECTED_NODE: "node-1"}}}, namespace="default")
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"metadata": {"annotations": {names.ANN_SELECTED_NODE: "node-1"}}},
+        namespace="default",
+    )
     world.wait_bound("data")
     assert 1 == len(world.our_volumes())
 

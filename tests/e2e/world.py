@@ -44,7 +44,9 @@ class World:
     emu: Any = None
     replicas: list[Replica] = field(default_factory=list)
 
-    def start_replica(self, identity: str = "r0", config: ProvisionerConfig | None = None, **settings: float) -> Replica:
+    def start_replica(
+        self, identity: str = "r0", config: ProvisionerConfig | None = None, **settings: float
+    ) -> Replica:
         replica = Replica(
             config or config_for(self.cloud),
             client_configuration=self.sim.configuration(),
@@ -63,25 +65,48 @@ class World:
     def cinder(self) -> Any:
         return next(iter(self.replicas[0].controller.ctx.clouds.values()))
 
-    def create_class(self, name: str, parameters: Mapping[str, str], *, reclaim: str = "Delete",
-                     binding: str = "Immediate", mount_options: list[str] | None = None) -> dict[str, Any]:
+    def create_class(
+        self,
+        name: str,
+        parameters: Mapping[str, str],
+        *,
+        reclaim: str = "Delete",
+        binding: str = "Immediate",
+        mount_options: list[str] | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
-            "provisioner": names.DEFAULT_PROVISIONER_NAME, "parameters": dict(parameters),
-            "reclaimPolicy": reclaim, "volumeBindingMode": binding,
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": name},
+            "provisioner": names.DEFAULT_PROVISIONER_NAME,
+            "parameters": dict(parameters),
+            "reclaimPolicy": reclaim,
+            "volumeBindingMode": binding,
         }
         if mount_options:
             body["mountOptions"] = mount_options
         return self.kube.create("storageclasses", body)
 
-    def create_pvc(self, name: str, storage_class: str, *, size: str = "1Gi", namespace: str = "default",
-                   annotations: Mapping[str, str] | None = None, access: str = "ReadWriteOnce",
-                   data_source: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def create_pvc(
+        self,
+        name: str,
+        storage_class: str,
+        *,
+        size: str = "1Gi",
+        namespace: str = "default",
+        annotations: Mapping[str, str] | None = None,
+        access: str = "ReadWriteOnce",
+        data_source: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
             "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
-            "spec": {"accessModes": [access], "storageClassName": storage_class,
-                     "resources": {"requests": {"storage": size}}},
+            "spec": {
+                "accessModes": [access],
+                "storageClassName": storage_class,
+                "resources": {"requests": {"storage": size}},
+            },
         }
         if data_source:
             body["spec"]["dataSource"] = dict(data_source)
@@ -92,11 +117,16 @@ class World:
 
     def pv_of(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
         pvc = self.pvc(name, namespace)
-        return self.sim.get("persistentvolumes", "", names.pv_name_for(pvc["metadata"]["uid"])) if pvc else None
+        return (
+            self.sim.get("persistentvolumes", "", names.pv_name_for(pvc["metadata"]["uid"])) if pvc else None
+        )
 
     def wait_bound(self, name: str, namespace: str = "default", timeout: float = 20.0) -> dict[str, Any]:
-        wait_for(lambda: ((self.pvc(name, namespace) or {}).get("status") or {}).get("phase") == "Bound",
-                 timeout, f"{namespace}/{name} Bound")
+        wait_for(
+            lambda: ((self.pvc(name, namespace) or {}).get("status") or {}).get("phase") == "Bound",
+            timeout,
+            f"{namespace}/{name} Bound",
+        )
         pvc = self.pvc(name, namespace)
         assert pvc is not None
         return pvc
@@ -123,11 +153,18 @@ def emulator_world(**emu_kwargs: Any) -> Iterator[World]:
 
     with ExitStack() as stack:
         sim = stack.enter_context(KubeSimulator())
-        emu = stack.enter_context(CinderEmulator(**{"create_seconds": 0.1, "delete_seconds": 0.05, **emu_kwargs}))
+        emu = stack.enter_context(
+            CinderEmulator(**{"create_seconds": 0.1, "delete_seconds": 0.05, **emu_kwargs})
+        )
         cloud = {
             "auth_type": "password",
-            "auth": {"auth_url": emu.keystone_url, "username": emu.username, "password": emu.password,
-                     "project_id": emu.project_id, "user_domain_name": "Default"},
+            "auth": {
+                "auth_url": emu.keystone_url,
+                "username": emu.username,
+                "password": emu.password,
+                "project_id": emu.project_id,
+                "user_domain_name": "Default",
+            },
         }
         kube = KubeAdapter(sim.configuration(), qps=500, burst=500)
         stack.callback(kube.close)

@@ -16,7 +16,9 @@ class FakeWriter:
         self.created.append(obj)
         return obj
 
-    def patch(self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = "merge") -> Any:
+    def patch(
+        self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = "merge"
+    ) -> Any:
         self.patched.append((name, patch))
         return {}
 

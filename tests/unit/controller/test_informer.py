@@ -25,7 +25,9 @@ class ScriptedSource:
         self.calls.append(("list", ""))
         return list(self.state), self.rv
 
-    def watch(self, resource: str, *, resource_version: str, timeout_seconds: int = 300) -> Iterator[tuple[str, dict[str, Any]]]:
+    def watch(
+        self, resource: str, *, resource_version: str, timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
         self.calls.append(("watch", resource_version))
         if not self.scripts:
             assert self.informer is not None
@@ -49,9 +51,16 @@ def run(source: ScriptedSource) -> tuple[Informer, list[tuple[str, str]]]:
 def test_list_then_watch_applies_events_and_resumes_from_last_rv() -> None:
     """Events update the cache; after a stream ends the next watch starts at the last seen RV."""
     source = ScriptedSource(
-        [obj("a", "1")], "1",
-        [[("ADDED", obj("b", "2")), ("MODIFIED", obj("a", "3")), ("BOOKMARK", {"metadata": {"resourceVersion": "7"}})],
-         [("DELETED", obj("b", "8"))]],
+        [obj("a", "1")],
+        "1",
+        [
+            [
+                ("ADDED", obj("b", "2")),
+                ("MODIFIED", obj("a", "3")),
+                ("BOOKMARK", {"metadata": {"resourceVersion": "7"}}),
+            ],
+            [("DELETED", obj("b", "8"))],
+        ],
     )
     inf, seen = run(source)
     assert [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("DELETED", "b")] == seen
@@ -86,8 +95,11 @@ def test_transient_error_rewatches_without_relist() -> None:
 def test_trim_drops_managed_fields_and_secret_data() -> None:
     """Cached objects carry no managedFields, last-applied annotation or Secret data."""
     raw = {
-        "metadata": {"name": "s", "managedFields": [{"x": 1}],
-                     "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "k": "v"}},
+        "metadata": {
+            "name": "s",
+            "managedFields": [{"x": 1}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}", "k": "v"},
+        },
         "data": {"key": "c2VjcmV0"},
         "type": "Opaque",
     }

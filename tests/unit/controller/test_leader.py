@@ -49,7 +49,9 @@ class LeaseStore:
 
 
 def elector(store: LeaseStore, who: str, clock: list[float]) -> LeaderElector:
-    return LeaderElector(store.client(who), namespace="ns", name="lease", identity=who, clock=lambda: clock[0])
+    return LeaderElector(
+        store.client(who), namespace="ns", name="lease", identity=who, clock=lambda: clock[0]
+    )
 
 
 def test_only_one_leader_and_takeover_after_expiry() -> None:
@@ -92,6 +94,6 @@ def test_release_lets_standby_take_over_at_once() -> None:
 
 @pytest.mark.parametrize(("d", "r", "p"), [(10, 10, 2), (15, 2.4, 2), (15, 10, 0)])
 def test_invalid_timing_is_a_config_error(d: float, r: float, p: float) -> None:
-    """duration > renew deadline > 1.2 × retry period, else a ConfigError naming the setting."""
+    """duration > renew deadline > 1.2 x retry period, else a ConfigError naming the setting."""
     with pytest.raises(ConfigError):
         validate_timing(d, r, p)

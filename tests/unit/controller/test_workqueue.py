@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner.workqueue import BackoffLimiter, ShutDown, WorkQueue
+from provisioner.workqueue import BackoffLimiter, ShutDownError, WorkQueue
 
 
 class FakeClock:
@@ -78,14 +78,14 @@ def test_global_bucket_limits_many_keys() -> None:
 
 
 def test_shutdown_wakes_blocked_getter() -> None:
-    """get() blocked on an empty queue raises ShutDown when the queue shuts down."""
+    """get() blocked on an empty queue raises ShutDownError when the queue shuts down."""
     q: WorkQueue[str] = WorkQueue()
     raised = threading.Event()
 
     def worker() -> None:
         try:
             q.get()
-        except ShutDown:
+        except ShutDownError:
             raised.set()
 
     t = threading.Thread(target=worker)
