@@ -44,8 +44,8 @@ class Agent:
         self.log_path = world.root / "server.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "attach.cli", "--udev-trigger-after", str(TRIGGER_AFTER), "--map-timeout", "5",
-             "serve", "--endpoint", f"unix://{self.socket}"],
+            [sys.executable, "-m", "attach.cli", "--udev-trigger-after", str(TRIGGER_AFTER),
+             "--map-timeout", "5", "serve", "--endpoint", f"unix://{self.socket}"],
             env=world.env, stdout=self._log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
@@ -106,7 +106,7 @@ def iscsi_context() -> dict[str, str]:
 def code_of(call: Any) -> grpc.StatusCode:
     with pytest.raises(grpc.RpcError) as err:
         call()
-    return err.value.code()  # type: ignore[no-any-return]
+    return err.value.code()
 
 
 def test_identity(agent: Agent) -> None:
@@ -143,7 +143,8 @@ def _lifecycle(agent: Agent, volume_id: str, context: dict[str, str], secrets: d
     )  # fmt: skip
     agent.node.NodePublishVolume(
         pb2.NodePublishVolumeRequest(
-            volume_id=volume_id, staging_target_path=staging, target_path=target, volume_capability=mount_cap(),
+            volume_id=volume_id, staging_target_path=staging, target_path=target,
+            volume_capability=mount_cap(),
             volume_context=context,
         )
     )  # fmt: skip
@@ -197,7 +198,8 @@ def test_block_volume_lifecycle(agent: Agent) -> None:
     staging, target = str(root / "blk" / "staging"), str(root / "blk" / "pod" / "dev")
     ctx = rbd_context("vol-blk")
     agent.node.NodeStageVolume(
-        pb2.NodeStageVolumeRequest(volume_id="vol-blk", staging_target_path=staging, volume_capability=block_cap(),
+        pb2.NodeStageVolumeRequest(volume_id="vol-blk", staging_target_path=staging,
+                                   volume_capability=block_cap(),
                                    secrets={"key": CEPHX_KEY}, volume_context=ctx)
     )  # fmt: skip
     agent.node.NodePublishVolume(

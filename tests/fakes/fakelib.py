@@ -25,7 +25,8 @@ def world() -> Path:
 
 
 def config() -> dict[str, Any]:
-    return json.loads((world() / "config.json").read_text())
+    data: dict[str, Any] = json.loads((world() / "config.json").read_text())
+    return data
 
 
 @contextlib.contextmanager
@@ -44,7 +45,8 @@ def state() -> Iterator[dict[str, Any]]:
 
 def peek() -> dict[str, Any]:
     with state() as s:
-        return json.loads(json.dumps(s))
+        copy: dict[str, Any] = json.loads(json.dumps(s))
+        return copy
 
 
 def record_argv(tool: str, argv: list[str], **extra: Any) -> None:

@@ -83,9 +83,7 @@ def test_unreadable_json_is_exit_2(world: FakeWorld) -> None:
     """A context file that is not JSON → exit 2 with the path in the message."""
     bad = world.root / "ctx.json"
     bad.write_text("{not json")
-    result = world.run_cli(
-        "stage", "--volume-context", str(bad), "--staging-path", "/x", "--volume-id", "v"
-    )
+    result = world.run_cli("stage", "--volume-context", str(bad), "--staging-path", "/x", "--volume-id", "v")
     assert 2 == result.returncode
     assert str(bad) in result.stderr.strip().splitlines()[-1]
 

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from attach.errors import AuthFailed, FinalAttachError, InvalidRequest, RetryableAttachError, WrongDevice
+from attach.errors import (
+    AttachError,
+    AuthFailed,
+    FinalAttachError,
+    InvalidRequest,
+    RetryableAttachError,
+    WrongDevice,
+)
 from attach.node import StageRequest
 from provisioner.csi_contract import IscsiPath, IscsiTarget, encode
 from tests.fakes.world import FakeWorld
@@ -29,7 +36,9 @@ def lun(**kw: Any) -> dict[str, Any]:
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[FakeWorld]:
     w = FakeWorld(tmp_path)
-    w.iscsi(targets={IQN: {"portal": PORTAL, "chap": None, "luns": {"1": lun(), "2": lun(wwid="naa.6001402")}}})
+    w.iscsi(
+        targets={IQN: {"portal": PORTAL, "chap": None, "luns": {"1": lun(), "2": lun(wwid="naa.6001402")}}}
+    )
     yield w
     w.cleanup()
 
@@ -80,7 +89,9 @@ def test_record_settings_scan_and_startup_manual(world: FakeWorld) -> None:
 
 def test_session_chap_password_only_in_update_argv_and_never_logged(world: FakeWorld) -> None:
     """CHAP password appears only in the `--op update` argv of iscsiadm, and in no log event."""
-    world.iscsi(targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}})
+    world.iscsi(
+        targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}}
+    )
     secrets = {"node.session.auth.username": USER, "node.session.auth.password": PASSWORD}
     with capture_logs() as logs:
         ops = world.ops()
@@ -88,15 +99,31 @@ def test_session_chap_password_only_in_update_argv_and_never_logged(world: FakeW
         ops.stage(req)
         ops.unstage("vol-1", req.staging_path)
     with_password = [e["argv"] for e in world.argv_log() if PASSWORD in " ".join(e["argv"])]
-    assert [["-m", "node", "-T", IQN, "-p", PORTAL, "--op", "update", "-n", "node.session.auth.password",
-             "-v", PASSWORD]] == with_password
+    assert [
+        [
+            "-m",
+            "node",
+            "-T",
+            IQN,
+            "-p",
+            PORTAL,
+            "--op",
+            "update",
+            "-n",
+            "node.session.auth.password",
+            "-v",
+            PASSWORD,
+        ]
+    ] == with_password
     assert [] == [e for e in logs if PASSWORD in repr(e)]
     assert any("***" in repr(e) for e in logs)
 
 
 def test_wrong_chap_is_final_auth_failure(world: FakeWorld) -> None:
     """Exit 24 (authorization failure) → AuthFailed, final."""
-    world.iscsi(targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}})
+    world.iscsi(
+        targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}}
+    )
     secrets = {"node.session.auth.username": USER, "node.session.auth.password": "wrong"}
     with pytest.raises(AuthFailed) as err:
         world.ops().stage(request(world, attributes=attrs(chap_session=True), secrets=secrets))
@@ -114,7 +141,11 @@ def test_discovery_chap_uses_discoverydb(world: FakeWorld) -> None:
     """chapAuthDiscovery → discoverydb update with CHAP, then --discover, then login."""
     world.iscsi(
         targets={
-            IQN: {"portal": PORTAL, "discovery_chap": {"user": DUSER, "password": DPASSWORD}, "luns": {"1": lun()}}
+            IQN: {
+                "portal": PORTAL,
+                "discovery_chap": {"user": DUSER, "password": DPASSWORD},
+                "luns": {"1": lun()},
+            }
         }
     )
     secrets = {"discovery.sendtargets.auth.username": DUSER, "discovery.sendtargets.auth.password": DPASSWORD}
@@ -129,7 +160,11 @@ def test_wrong_discovery_chap_is_auth_failure(world: FakeWorld) -> None:
     """A refused discovery CHAP (24) is final."""
     world.iscsi(
         targets={
-            IQN: {"portal": PORTAL, "discovery_chap": {"user": DUSER, "password": DPASSWORD}, "luns": {"1": lun()}}
+            IQN: {
+                "portal": PORTAL,
+                "discovery_chap": {"user": DUSER, "password": DPASSWORD},
+                "luns": {"1": lun()},
+            }
         }
     )
     secrets = {"discovery.sendtargets.auth.username": DUSER, "discovery.sendtargets.auth.password": "bad"}
@@ -175,6 +210,7 @@ def test_login_exit_codes(world: FakeWorld, code: int, error: type, final: bool)
     world.set(fail={"iscsiadm:login": [code]})
     with pytest.raises(error) as err:
         world.ops().stage(request(world))
+    assert isinstance(err.value, AttachError)
     assert final == err.value.final
     assert f"exit {code}" in str(err.value)
 

@@ -48,7 +48,9 @@ def test_real_ext4_stage_publish_unpublish_unstage(world: FakeWorld) -> None:
     assert os.path.realpath(record.device).startswith("/dev/loop")
     Path(req.staging_path, "hello.txt").write_text("persisted")
     target = str(world.root / "pod" / "mount")
-    ops.publish(volume_id="vol-loop", staging_path=req.staging_path, target_path=target, readonly=False, block=False)
+    ops.publish(
+        volume_id="vol-loop", staging_path=req.staging_path, target_path=target, readonly=False, block=False
+    )
     assert "persisted" == Path(target, "hello.txt").read_text()
     stats = ops.stats(volume_id="vol-loop", volume_path=target)
     assert 40 << 20 < stats.total_bytes <= 64 << 20
@@ -66,7 +68,9 @@ def test_real_readonly_publish_is_readonly(world: FakeWorld) -> None:
     req = request(world)
     ops.stage(req)
     target = str(world.root / "pod" / "ro")
-    ops.publish(volume_id="vol-loop", staging_path=req.staging_path, target_path=target, readonly=True, block=False)
+    ops.publish(
+        volume_id="vol-loop", staging_path=req.staging_path, target_path=target, readonly=True, block=False
+    )
     with pytest.raises(OSError, match="Read-only"):
         Path(target, "x").write_text("no")
     ops.unpublish(volume_id="vol-loop", target_path=target)
@@ -104,7 +108,9 @@ def test_real_block_mode_publish_binds_the_device(world: FakeWorld) -> None:
     )  # fmt: skip
     ops.stage(req)
     target = str(world.root / "pod" / "dev")
-    ops.publish(volume_id="vol-loop", staging_path=req.staging_path, target_path=target, readonly=False, block=True)
+    ops.publish(
+        volume_id="vol-loop", staging_path=req.staging_path, target_path=target, readonly=False, block=True
+    )
     stats = ops.stats(volume_id="vol-loop", volume_path=target)
     assert (64 << 20, True) == (stats.total_bytes, stats.block)
     ops.unpublish(volume_id="vol-loop", target_path=target)

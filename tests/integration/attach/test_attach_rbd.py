@@ -1,4 +1,4 @@
-"""RBD stage/unstage against the fake ``rbd``/``udevadm`` and fake filesystem tools (reference/node-attach.md)."""
+"""RBD stage/unstage against the fake ``rbd``/``udevadm`` and fake fs tools (reference/node-attach.md)."""
 
 from __future__ import annotations
 
@@ -215,8 +215,11 @@ def test_dstate_map_marks_image_in_flight_and_refuses_new_maps(world: FakeWorld)
         (13, "rbd: sysfs write failed\nrbd: map failed: (13) Permission denied", AuthFailed),
         (6, "rbd: sysfs write failed\nrbd: map failed: (6) No such device or address", FinalAttachError),
         (110, "rbd: sysfs write failed\nrbd: map failed: (110) Connection timed out", RetryableAttachError),
-        (108, "rbd: sysfs write failed\nrbd: map failed: (108) Cannot send after transport endpoint shutdown",
-         RetryableAttachError),
+        (
+            108,
+            "rbd: sysfs write failed\nrbd: map failed: (108) Cannot send after transport endpoint shutdown",
+            RetryableAttachError,
+        ),
         (1, "rbd: sysfs write failed", RetryableAttachError),
     ],
 )

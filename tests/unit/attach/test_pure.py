@@ -52,9 +52,10 @@ def test_parse_sessions() -> None:
         "tcp: [3] 10.0.0.5:3260,1 iqn.2010-10.org.openstack:volume-1 (non-flash)\n"
         "tcp: [12] [fd00::5]:3260,1 iqn.x:y (non-flash)\n"
     )
-    assert [("3", "10.0.0.5:3260", "iqn.2010-10.org.openstack:volume-1"), ("12", "[fd00::5]:3260", "iqn.x:y")] == [
-        (s.sid, s.portal, s.iqn) for s in parse_sessions(text)
-    ]
+    assert [
+        ("3", "10.0.0.5:3260", "iqn.2010-10.org.openstack:volume-1"),
+        ("12", "[fd00::5]:3260", "iqn.x:y"),
+    ] == [(s.sid, s.portal, s.iqn) for s in parse_sessions(text)]
 
 
 @pytest.mark.parametrize(
@@ -98,7 +99,11 @@ def test_mkfs_argv() -> None:
 
 def test_probe_blank() -> None:
     """Only no filesystem AND no partition table counts as blank."""
-    assert (True, False, False) == (Probe().blank, Probe(fs_type="ext4").blank, Probe(partition_table="gpt").blank)
+    assert (True, False, False) == (
+        Probe().blank,
+        Probe(fs_type="ext4").blank,
+        Probe(partition_table="gpt").blank,
+    )
 
 
 def test_image_spec_with_and_without_namespace() -> None:
