@@ -326,3 +326,65 @@ def test_stage_after_reboot_logs_in_again(world: FakeWorld) -> None:
     ops.stage(req)
     assert 2 == len([a for a in world.calls("iscsiadm") if "--login" in a])
     assert 1 == len(world.calls("mkfs.ext4"))
+
+
+def test_stale_chap_in_existing_record_is_rewritten(world: FakeWorld) -> None:
+    """A node record left with old CHAP credentials is updated before login (CHAP re-applied every time)."""
+    import json
+
+    world.iscsi(
+        targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}}
+    )
+    stale = {
+        "node.session.auth.authmethod": "CHAP",
+        "node.session.auth.username": "old",
+        "node.session.auth.password": "old",
+    }
+    records = {f"{IQN}|{PORTAL}": {"iqn": IQN, "portal": PORTAL, "iface": "default", "settings": stale}}
+    (world.world / "state.json").write_text(json.dumps({"iscsi": {"records": records}}))
+    secrets = {"node.session.auth.username": USER, "node.session.auth.password": PASSWORD}
+    world.ops().stage(request(world, attributes=attrs(chap_session=True), secrets=secrets))
+    assert [] == [a for a in world.calls("iscsiadm") if "new" in a]
+    assert 1 == len(world.iscsi_sessions())
+
+
+def test_detach_flushes_and_deletes_the_scsi_disk(world: FakeWorld) -> None:
+    """Unstage runs blockdev --flushbufs and writes 1 to the disk's sysfs delete file before logout."""
+    ops = world.ops()
+    req = request(world, "vol-1")
+    two = request(world, "vol-2", attributes=attrs((PORTAL, IQN, 2)))
+    ops.stage(req)
+    ops.stage(two)
+    ops.unstage("vol-1", req.staging_path)
+    assert [["--flushbufs", str(world.dev / "sda")]] == world.calls("blockdev")
+    assert "1" == (world.sysfs / "block" / "sda" / "device" / "delete").read_text()
+    ops.unstage("vol-2", two.staging_path)
+
+
+def test_iscsiadm_is_serialized_per_target(world: FakeWorld) -> None:
+    """While one thread holds a target's lock, another waits for it; a different target does not wait."""
+    import threading
+
+    from attach.stash import Locks
+
+    locks = Locks(world.state_dir)
+    entered = threading.Event()
+    other_target = threading.Event()
+
+    def same() -> None:
+        with locks.target(f"{PORTAL},{IQN}"):
+            entered.set()
+
+    def different() -> None:
+        with locks.target("10.0.0.9:3260,iqn.other"):
+            other_target.set()
+
+    with locks.target(f"{PORTAL},{IQN}"):
+        t1, t2 = threading.Thread(target=same), threading.Thread(target=different)
+        t1.start()
+        t2.start()
+        assert other_target.wait(5)
+        assert not entered.wait(0.2)
+    assert entered.wait(5)
+    t1.join()
+    t2.join()

@@ -18,6 +18,7 @@ from attach.errors import (
     FinalAttachError,
     NotFound,
     RetryableAttachError,
+    WrongDevice,
 )
 from attach.node import StageRequest
 from attach.rbd import Rbd
@@ -431,3 +432,11 @@ def test_no_secret_in_logs(world: FakeWorld) -> None:
         ops.unstage("vol-1", req.staging_path)
     assert logs
     assert [] == [e for e in logs if KEY in repr(e)]
+
+
+def test_printed_device_must_match_sysfs(world: FakeWorld) -> None:
+    """When rbd prints a device other than the one sysfs maps for the image, stage refuses it."""
+    world.rbd(print_device="/dev/rbd7")
+    with pytest.raises(WrongDevice, match="rbd7"):
+        world.ops().stage(request(world))
+    assert [] == world.calls("mkfs.ext4")
