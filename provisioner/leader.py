@@ -77,6 +77,8 @@ class LeaderElector:
         self._last_renew = float("-inf")
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = float("-inf")
+        self._last_poll_at: float | None = None
+        self._poke = threading.Event()
         self._stop = threading.Event()
         self.lost = threading.Event()
         self.acquired = threading.Event()
@@ -130,7 +132,14 @@ class LeaderElector:
         record = (holder, str(spec.get("renewTime") or ""))
         now = self._clock()
         if record != self._observed:
-            self._observed, self._observed_at = record, now
+            # The change happened after our previous look. Dating it at that previous look (not now) is
+            # still safe when duration > renew_deadline + retry_period: the old leader fences itself
+            # renew_deadline after its last renewal, before we can possibly take over. It saves up to one
+            # retry period on failover.
+            early_ok = self.lease_duration > self.renew_deadline + self.retry_period
+            seen_at = self._last_poll_at if (early_ok and self._last_poll_at is not None) else now
+            self._observed, self._observed_at = record, seen_at
+        self._last_poll_at = now
         duration = float(spec.get("leaseDurationSeconds") or self.lease_duration)
         if holder and holder != self.identity and now < self._observed_at + duration:
             with self._lock:
@@ -162,12 +171,24 @@ class LeaderElector:
 
     # ---- loops ---------------------------------------------------------------------------------------
 
+    def poke(self) -> None:
+        """The lease changed (seen by a watch): a standby re-checks now instead of at its next tick."""
+        self._poke.set()
+
+    def _standby_wait(self) -> float:
+        """Sleep until the next retry tick or the moment the observed lease expires, whichever is first."""
+        if self._observed is None or not self._observed[0]:
+            return self.retry_period
+        expires_in = self._observed_at + self.lease_duration - self._clock()
+        return max(0.05, min(self.retry_period, expires_in + 0.01))
+
     def run(self) -> None:
-        """Acquire (retrying every retry period), then renew until stopped or lost."""
+        """Acquire (retrying every retry period, or when poked), then renew until stopped or lost."""
         while not self._stop.is_set():
             if self.try_acquire_or_renew():
                 break
-            self._stop.wait(self.retry_period)
+            self._poke.wait(self._standby_wait())
+            self._poke.clear()
         while not self._stop.is_set():
             self._stop.wait(self.retry_period)
             if self._stop.is_set():
@@ -189,10 +210,12 @@ class LeaderElector:
     def stop(self) -> None:
         """Stop renewing (does not release)."""
         self._stop.set()
+        self._poke.set()
 
     def release(self) -> None:
         """Give the lease up at once so a standby takes over without waiting for expiry."""
         self._stop.set()
+        self._poke.set()
         with self._lock:
             was_leading = self._leading
             self._leading = False

@@ -19,6 +19,7 @@ from provisioner.adapters.health import HealthServer
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.config import ProvisionerConfig
 from provisioner.controller import Controller
+from provisioner.informer import Informer
 from provisioner.leader import LeaderElector
 from provisioner.metrics import Metrics, make_metrics
 from provisioner.ports import CinderPort
@@ -87,16 +88,30 @@ class Replica:
                 ready=lambda: self.controller.synced,
                 alive=self.elector.healthy if self.elector else (lambda: True),
             )
+        self.leases: Informer | None = None
+        if self.elector is not None and self._lease_kube is not None:
+            # Standbys watch the Lease so a released lease is taken over at once, not at the next tick.
+            self.leases = Informer("leases", self._lease_kube, resync_seconds=3600, watch_timeout_seconds=60)
+            self.leases.add_handler(self._on_lease)
         self.leading = threading.Event()
         self.finished = threading.Event()
         self.exit_code = 0
         self._thread: threading.Thread | None = None
+
+    def _on_lease(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        obj = new or old or {}
+        meta = obj.get("metadata") or {}
+        le = self.config.leader_election
+        if self.elector is not None and (meta.get("namespace"), meta.get("name")) == (self.config.namespace, le.lease_name):
+            self.elector.poke()
 
     def start(self) -> None:
         """Start health, informers and the election loop; workers start once we lead."""
         if self.health:
             self.health.start()
         self.controller.start_informers()
+        if self.leases is not None:
+            self.leases.start()
         self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
         self._thread.start()
 
@@ -144,6 +159,8 @@ class Replica:
         self.metrics.leader.set(0)
         if self.elector and not release:
             self.elector.stop()
+        if self.leases is not None:
+            self.leases._stop.set()  # noqa: SLF001 - the stream is aborted below with the lease client
         self.controller.stop(abort_watches=self.kube.abort_watches, timeout=timeout)
         if self.elector and release:
             self.elector.release()
@@ -154,6 +171,8 @@ class Replica:
         self.kube.close()
         if self._lease_kube:
             self._lease_kube.close()
+        if self.leases is not None:
+            self.leases.stop(1.0)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the replica stopped (lost lease or terminate)."""
