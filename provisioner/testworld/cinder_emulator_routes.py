@@ -82,7 +82,7 @@ def route(method: str, path: str, body: Any, version: tuple[int, int], query: di
     elif res == "attachments" and version >= (3, 27):
         found = _attachments(method, ident, sub, body, version)
     elif res == "snapshots":
-        found = _snapshots(method, path, ident=ident, sub=sub, body=body, query=query)
+        found = _snapshots(method, path, ident=ident, sub=sub, body=body, query=query, version=version)
     elif res == "types" and method == "GET" and ident is None:
 
         def types(store: Store, _limit: int, _base: str) -> Result:
@@ -215,11 +215,22 @@ def _attachments(
 
 
 def _snapshots(
-    method: str, path: str, *, ident: str | None, sub: str | None, body: dict[str, Any], query: dict[str, str]
+    method: str,
+    path: str,
+    *,
+    ident: str | None,
+    sub: str | None,
+    body: dict[str, Any],
+    query: dict[str, str],
+    version: tuple[int, int],
 ) -> Route | None:
     if method == "POST" and ident is None:
         snap = body.get("snapshot") or {}
-        return Route("create_snapshot", lambda s, _l, _b: (202, {"snapshot": s.create_snapshot(snap)}))
+        in_use_ok = version >= (3, 66)  # 3.66: in-use snapshots without force
+        return Route(
+            "create_snapshot",
+            lambda s, _l, _b: (202, {"snapshot": s.create_snapshot(snap, in_use_ok=in_use_ok)}),
+        )
     if method == "GET" and ident in (None, "detail"):
         flt = _filters(query, ("name", "status", "metadata", "volume_id"))
 

@@ -245,12 +245,12 @@ class Store(StoreBase):
 
     # --- snapshots -------------------------------------------------------------------------------------
 
-    def create_snapshot(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create_snapshot(self, body: Mapping[str, Any], *, in_use_ok: bool = False) -> dict[str, Any]:
         """POST /snapshots."""
         with self._lock:
             volume_id = str(body.get("volume_id") or "")
             vol = self._vol(volume_id)
-            force = str(body.get("force", False)).lower() in ("true", "1")
+            force = in_use_ok or str(body.get("force", False)).lower() in ("true", "1")
             if vol.status not in ("available", "in-use") or (vol.status == "in-use" and not force):
                 raise invalid(
                     f"Invalid volume: Volume {volume_id} status must be available, "

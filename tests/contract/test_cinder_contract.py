@@ -255,3 +255,16 @@ def test_delete_with_snapshots_needs_cascade(cinder: CinderWorld) -> None:
         cinder.adapter.delete_volume(volume.id)
     cinder.adapter.delete_volume(volume.id, cascade=True)
     cinder.wait_gone(volume.id)
+
+
+def test_snapshot_of_an_exported_volume(cinder: CinderWorld) -> None:
+    """Provisioned volumes stay attached (in-use); snapshotting them works without force at 3.66+."""
+    volume = _create(cinder, volume_type="iscsi")
+    attachment = cinder.adapter.create_attachment(volume.id, CONNECTOR)
+    cinder.adapter.complete_attachment(attachment.id)
+    cinder.wait_status(volume.id, "in-use")
+    snapshot = cinder.adapter.create_snapshot(volume.id, name=cinder.unique("snap"), metadata={})
+    cinder.wait_for(
+        "snapshot available", lambda: cinder.adapter.get_snapshot(snapshot.id).status == "available"
+    )
+    assert volume.id == cinder.adapter.get_snapshot(snapshot.id).volume_id
