@@ -5,7 +5,6 @@ with (``grpc_code``, a ``grpc.StatusCode`` member *name*, so this module stays f
 contain secrets: commands appear with their argv already redacted by the runner.
 """
 
-# ruff: noqa: N818 - names say what happened (VolumeBusy, NotFound), like provisioner/errors.py
 from __future__ import annotations
 
 from provisioner.errors import ProvisionerError

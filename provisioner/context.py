@@ -122,6 +122,8 @@ class Context:
     #: True while this replica is sure it holds the lease (fencing); always True without election.
     is_leader: Callable[[], bool] = lambda: True
     clock: Callable[[], float] = time.monotonic
+    #: Crash points for the chaos harness: called with a point name; raises SimulatedCrash when armed.
+    checkpoint: Callable[[str], None] = lambda point: None
     #: cloud name → monotonic time before which no call may go to it (Cinder said 429 + Retry-After).
     gates: dict[str, float] = field(default_factory=dict)
 

@@ -19,7 +19,7 @@ from provisioner import names
 from provisioner.context import Context, Obj
 from provisioner.deletion import is_our_pv, reconcile_volume
 from provisioner.informer import Informer, ListWatcher, trim
-from provisioner.outcome import Outcome
+from provisioner.outcome import Outcome, SimulatedCrash
 from provisioner.provision import class_name_of, is_ours, reconcile_claim
 from provisioner.workqueue import ShutDownError, WorkQueue
 
@@ -94,6 +94,9 @@ class Controller:
         self._final_lock = threading.Lock()
         self._stopping = threading.Event()
         self._bound_seen: set[str] = set()
+        #: Called (on a new thread) when a worker hits an armed crash point; the replica dies.
+        self.on_crash: Callable[[], None] = lambda: None
+        self.crashed = threading.Event()
         self.pvcs.add_handler(self._on_pvc)
         self.pvs.add_handler(self._on_pv)
         self.classes.add_handler(self._on_class)
@@ -174,6 +177,8 @@ class Controller:
         started = time.perf_counter()
         try:
             outcome = reconcile_claim(self.ctx, name) if kind == "claim" else reconcile_volume(self.ctx, name)
+        except SimulatedCrash:
+            raise
         except Exception as e:  # a bug or an unexpected library error: never kill the worker
             log.exception("reconcile_crashed", key=f"{kind}:{name}")
             outcome = Outcome(kind="error", reason=type(e).__name__, message=str(e))
@@ -216,6 +221,11 @@ class Controller:
                     self.process(key)
                 else:
                     self.queue.add_after(key, 1.0)
+            except SimulatedCrash:
+                log.warning("simulated_crash", key=f"{key[0]}:{key[1]}")
+                self.crashed.set()
+                threading.Thread(target=self.on_crash, name="crash", daemon=True).start()
+                return
             finally:
                 self.queue.done(key)
                 self._update_gauges()

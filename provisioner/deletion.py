@@ -107,6 +107,7 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
                     )
                     return requeue(60.0, "has_snapshots")
                 raise
+            ctx.checkpoint("after_cinder_delete")
             log_.info("volume_delete_requested")
             return _wait(ctx, pv, hint)
     except CinderRateLimited as e:
@@ -118,6 +119,7 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
             storage_class=sc_name, outcome="failure", reason=type(e).__name__
         ).inc()
         return error(type(e).__name__, str(e))
+    ctx.checkpoint("before_pv_finalizer_removal")
     # The volume is gone: let the PV go (and its Secret, even if a crash kept its owner reference off).
     _delete_owned_secret(ctx, pv)
     if ours_finalizer:

@@ -25,6 +25,13 @@ class Outcome:
 DONE = Outcome(kind="done")
 
 
+class SimulatedCrash(BaseException):
+    """Raised at an armed crash point (chaos tests): the step stops dead, like a killed process.
+
+    A BaseException so that no ``except Exception`` in the flows can swallow it.
+    """
+
+
 def requeue(delay: float, reason: str = "poll") -> Outcome:
     """Come back after ``delay`` seconds; not a failure."""
     return Outcome(kind="requeue", delay=delay, reason=reason)

@@ -185,6 +185,7 @@ def _create(
             description=f"Kubernetes PVC {meta['namespace']}/{meta['name']}",
         )
     )
+    ctx.checkpoint("after_cinder_create")
     hint.volume_id = volume.id
     hint.polls = 0
     log_.info("volume_created", volume_id=volume.id, size_gib=volume.size_gib)
@@ -236,6 +237,7 @@ def _advance(
     if not ctx.is_leader():
         return error("not_leader", "lost leadership before export")
     exported = export_volume(ctx, cinder, volume)
+    ctx.checkpoint("after_export")
     source_kind = resolve_content_kind(pvc, volume)
     pv_name = names.pv_name_for(pvc["metadata"]["uid"])
     try:
@@ -268,6 +270,7 @@ def _advance(
     )
     if outcome is not None:
         return outcome
+    ctx.checkpoint("after_pv_create")
     _drop_intent(ctx, pvc)
     ctx.hints.drop(pvc["metadata"]["uid"])
     ctx.metrics.provision_total.labels(storage_class=sc_name, outcome="success", reason="").inc()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -43,6 +43,7 @@ class Replica:
         health_address: str | None = None,
         resync_seconds: float = 600.0,
         watch_timeout_seconds: int = 300,
+        checkpoint: Callable[[str], None] | None = None,
         **settings_overrides: float,
     ) -> None:
         self.config = config
@@ -66,7 +67,12 @@ class Replica:
                 renew_deadline=le.renew_deadline,
                 retry_period=le.retry_period,
             )
-        is_leader = self.elector.is_leader if self.elector else (lambda: True)
+        self._dead = threading.Event()
+        elector = self.elector
+
+        def is_leader() -> bool:
+            return not self._dead.is_set() and (elector.is_leader() if elector else True)
+
         self.controller: Controller = build_controller(
             config,
             self.kube,
@@ -76,8 +82,10 @@ class Replica:
             identity=self.identity,
             resync_seconds=resync_seconds,
             watch_timeout_seconds=watch_timeout_seconds,
+            checkpoint=checkpoint or (lambda point: None),
             **settings_overrides,
         )
+        self.controller.on_crash = self.crash
         self.health: HealthServer | None = None
         if health_address:
             host, _, port = health_address.rpartition(":")
@@ -102,7 +110,10 @@ class Replica:
         obj = new or old or {}
         meta = obj.get("metadata") or {}
         le = self.config.leader_election
-        if self.elector is not None and (meta.get("namespace"), meta.get("name")) == (self.config.namespace, le.lease_name):
+        if self.elector is not None and (meta.get("namespace"), meta.get("name")) == (
+            self.config.namespace,
+            le.lease_name,
+        ):
             self.elector.poke()
 
     def start(self) -> None:
@@ -146,6 +157,7 @@ class Replica:
 
     def crash(self) -> None:
         """Abrupt stop: no drain of the lease; what a killed process looks like to others."""
+        self._dead.set()
         if self.elector:
             self.elector.stop()
             with self.elector._lock:
@@ -160,7 +172,7 @@ class Replica:
         if self.elector and not release:
             self.elector.stop()
         if self.leases is not None:
-            self.leases._stop.set()  # noqa: SLF001 - the stream is aborted below with the lease client
+            self.leases._stop.set()
         self.controller.stop(abort_watches=self.kube.abort_watches, timeout=timeout)
         if self.elector and release:
             self.elector.release()

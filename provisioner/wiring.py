@@ -51,6 +51,7 @@ def build_controller(
     identity: str = "",
     resync_seconds: float = 600.0,
     watch_timeout_seconds: int = 300,
+    checkpoint: Callable[[str], None] = lambda point: None,
     **settings_overrides: float,
 ) -> Controller:
     """A ready-to-start Controller (informers not yet started)."""
@@ -70,6 +71,7 @@ def build_controller(
             metrics=m,
             hints=Hints(),
             is_leader=is_leader,
+            checkpoint=checkpoint,
         )
 
     return Controller(

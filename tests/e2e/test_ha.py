@@ -13,19 +13,42 @@ from provisioner.errors import KubeUnavailable
 from provisioner.replica import Replica
 from tests.e2e.world import FAST, World, config_for, wait_for
 
-MUTATIONS = {"create_volume", "delete_volume", "create_attachment", "complete_attachment", "delete_attachment",
-             "reserve", "initialize_connection", "terminate_connection", "unreserve", "extend_volume"}
+MUTATIONS = {
+    "create_volume",
+    "delete_volume",
+    "create_attachment",
+    "complete_attachment",
+    "delete_attachment",
+    "reserve",
+    "initialize_connection",
+    "terminate_connection",
+    "unreserve",
+    "extend_volume",
+}
 
 
-def replica(world: World, identity: str, config: ProvisionerConfig, calls: list[tuple[float, str, str]] | None = None
-            ) -> Replica:
+def replica(
+    world: World, identity: str, config: ProvisionerConfig, calls: list[tuple[float, str, str]] | None = None
+) -> Replica:
     clouds = None
     if calls is not None:
         cloud = config.cloud(None)
-        clouds = {"default": make_cinder(cloud, max_in_flight=8,
-                                         observer=lambda op, st, s: calls.append((time.monotonic(), identity, op)))}
-    r = Replica(config, client_configuration=world.sim.configuration(), identity=identity, clouds=clouds,
-                resync_seconds=30.0, watch_timeout_seconds=20, **FAST)
+        clouds = {
+            "default": make_cinder(
+                cloud,
+                max_in_flight=8,
+                observer=lambda op, st, s: calls.append((time.monotonic(), identity, op)),
+            )
+        }
+    r = Replica(
+        config,
+        client_configuration=world.sim.configuration(),
+        identity=identity,
+        clouds=clouds,
+        resync_seconds=30.0,
+        watch_timeout_seconds=20,
+        **FAST,
+    )
     r.start()
     world.replicas.append(r)
     world.stack.callback(r.terminate)
@@ -78,7 +101,9 @@ def test_standby_takes_over_within_2s_after_sigterm_release(world: World) -> Non
 def test_split_brain_old_leader_makes_no_cinder_mutation(world: World) -> None:
     """Renewals of the leader are cut: after its renew deadline it stops all Cinder mutations and exits 1;
     the standby takes over and every claim is provisioned exactly once."""
-    config = config_for(world.cloud, leader_election={"lease_duration": 6, "renew_deadline": 4, "retry_period": 1})
+    config = config_for(
+        world.cloud, leader_election={"lease_duration": 6, "renew_deadline": 4, "retry_period": 1}
+    )
     calls: list[tuple[float, str, str]] = []
     world.create_class("rbd", {"type": "rbd"})
     r0 = replica(world, "r0", config, calls)
@@ -113,7 +138,8 @@ def test_split_brain_old_leader_makes_no_cinder_mutation(world: World) -> None:
     t.join()
     for name in created:
         world.wait_bound(name, timeout=20)
-    assert r0.wait(5) and 1 == r0.exit_code
+    assert r0.wait(5)
+    assert 1 == r0.exit_code
     fence_at = cut_at + config.leader_election.renew_deadline
     late = [(at - cut_at, op) for at, who, op in calls if who == "r0" and op in MUTATIONS and at > fence_at]
     assert [] == late
@@ -124,5 +150,5 @@ def test_split_brain_old_leader_makes_no_cinder_mutation(world: World) -> None:
     by_claim: dict[str, int] = {}
     for v in volumes:
         by_claim[v.metadata[names.META_PVC_NAME]] = by_claim.get(v.metadata[names.META_PVC_NAME], 0) + 1
-    assert {name: 1 for name in created} == by_claim
+    assert dict.fromkeys(created, 1) == by_claim
     wait_for(lambda: True)
