@@ -199,9 +199,14 @@ class Store:
             return self._rv if w.queue.empty() else None
 
     def compact(self) -> int:
-        """Drop all history: watches and continue tokens from older RVs now get 410. Returns the RV."""
+        """Drop all history: watches and continue tokens from any RV seen so far now get 410.
+
+        The RV advances by one (RVs are opaque, gaps are legal) so a client that relists afterwards gets
+        an RV it can watch from, while every RV handed out before is expired. Returns the new RV.
+        """
         with self.lock:
             self._history.clear()
+            self._rv += 1
             self._compacted_rv = self._rv
             return self._rv
 
