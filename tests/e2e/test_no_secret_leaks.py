@@ -18,11 +18,17 @@ CEPHX = "AQBpbGFudGVkLWNlcGh4LWtleS0xMjM0NTY3OA=="
 def test_planted_secrets_appear_in_no_log_event_or_pv() -> None:
     """Provision and delete CHAP and cephx-keyring volumes with logs captured: no secret value anywhere."""
     profiles = {
-        "iscsi-chap": IscsiProfile(auth_method="CHAP", auth_username="u", auth_password=CHAP,
-                                   discovery_auth_method="CHAP", discovery_auth_username="d",
-                                   discovery_auth_password=DISCOVERY),
-        "rbd-cephx": RbdProfile(auth_enabled=True, auth_username="cinder",
-                                keyring=f"[client.cinder]\n\tkey = {CEPHX}\n"),
+        "iscsi-chap": IscsiProfile(
+            auth_method="CHAP",
+            auth_username="u",
+            auth_password=CHAP,
+            discovery_auth_method="CHAP",
+            discovery_auth_username="d",
+            discovery_auth_password=DISCOVERY,
+        ),
+        "rbd-cephx": RbdProfile(
+            auth_enabled=True, auth_username="cinder", keyring=f"[client.cinder]\n\tkey = {CEPHX}\n"
+        ),
     }
     with emulator_world(profiles=profiles) as world, capture_logs() as logs:
         structlog.get_logger("probe").info("probe")

@@ -39,9 +39,21 @@ def test_run_provisions_serves_health_and_exits_0_on_sigterm(world: World, tmp_p
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     world.create_class("rbd", {"type": "rbd"})
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provisioner.cli", "run", "--config", str(tmp_path / "config.yaml"),
-         "--kubeconfig", str(kubeconfig), "--identity", "pod-a"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        [
+            sys.executable,
+            "-m",
+            "provisioner.cli",
+            "run",
+            "--config",
+            str(tmp_path / "config.yaml"),
+            "--kubeconfig",
+            str(kubeconfig),
+            "--identity",
+            "pod-a",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
         world.create_pvc("data", "rbd")
@@ -49,7 +61,7 @@ def test_run_provisions_serves_health_and_exits_0_on_sigterm(world: World, tmp_p
 
         def get(path: str) -> tuple[int, str]:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:  # noqa: S310
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
                     return r.status, r.read().decode()
             except urllib.error.HTTPError as e:
                 return e.code, ""
@@ -61,7 +73,10 @@ def test_run_provisions_serves_health_and_exits_0_on_sigterm(world: World, tmp_p
         status, metrics = get("/metrics")
         assert 200 == status
         assert "cinder_provisioner_pvc_bound_seconds_bucket" in metrics
-        assert 'cinder_provisioner_cinder_request_seconds_count{operation="create_volume",status="ok"}' in metrics
+        assert (
+            'cinder_provisioner_cinder_request_seconds_count{operation="create_volume",status="ok"}'
+            in metrics
+        )
         assert "cinder_provisioner_leader 1.0" in metrics
         proc.send_signal(signal.SIGTERM)
         assert 0 == proc.wait(20)
@@ -79,12 +94,29 @@ def test_run_provisions_serves_health_and_exits_0_on_sigterm(world: World, tmp_p
 
 def test_run_bad_config_is_one_line_naming_the_setting(tmp_path: Path) -> None:
     """Contradictory leader-election timing: exit 2 and one stderr line naming the setting."""
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({
-        "cluster_id": "x", "clouds": {"default": {"auth_type": "noauth", "auth": {"endpoint": "http://127.0.0.1:1/v3/ab", "token": "a:b"}}},
-        "default_cloud": "default", "leader_election": {"lease_duration": 5, "renew_deadline": 10}}))
+    (tmp_path / "c.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "cluster_id": "x",
+                "clouds": {
+                    "default": {
+                        "auth_type": "noauth",
+                        "auth": {"endpoint": "http://127.0.0.1:1/v3/ab", "token": "a:b"},
+                    }
+                },
+                "default_cloud": "default",
+                "leader_election": {"lease_duration": 5, "renew_deadline": 10},
+            }
+        )
+    )
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "provisioner.cli", "run", "--config", str(tmp_path / "c.yaml")],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli", "run", "--config", str(tmp_path / "c.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert 2 == result.returncode
     lines = result.stderr.strip().splitlines()
     assert 1 == len(lines), result.stderr
