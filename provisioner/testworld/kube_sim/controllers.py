@@ -45,7 +45,9 @@ def resolve_enabled(controllers: bool | Iterable[str]) -> frozenset[str]:
     names = frozenset(controllers)
     unknown = names - CONTROLLER_NAMES
     if unknown:
-        raise ValueError(f"unknown simulator controllers: {sorted(unknown)}; known: {sorted(CONTROLLER_NAMES)}")
+        raise ValueError(
+            f"unknown simulator controllers: {sorted(unknown)}; known: {sorted(CONTROLLER_NAMES)}"
+        )
     return names
 
 
@@ -60,10 +62,14 @@ def admit_defaults(store: Store) -> Any:
                 obj["metadata"].get("annotations") or {}
             ):
                 defaults = [
-                    c for c in store.objects(SC) if (c["metadata"].get("annotations") or {}).get(ANN_DEFAULT_CLASS) == "true"
+                    c
+                    for c in store.objects(SC)
+                    if (c["metadata"].get("annotations") or {}).get(ANN_DEFAULT_CLASS) == "true"
                 ]
                 if defaults:  # the newest default class wins, as in DefaultStorageClass admission
-                    newest = max(defaults, key=lambda c: (c["metadata"]["creationTimestamp"], c["metadata"]["name"]))
+                    newest = max(
+                        defaults, key=lambda c: (c["metadata"]["creationTimestamp"], c["metadata"]["name"])
+                    )
                     spec["storageClassName"] = newest["metadata"]["name"]
         elif rt.key == PV.key:
             obj["status"] = {"phase": "Pending"}
@@ -82,7 +88,9 @@ def _admit_protection(rt: ResourceType, obj: Obj) -> None:
 class ClusterControllers:
     """Runs the enabled controllers on one background thread fed by the store's change listener."""
 
-    def __init__(self, store: Store, *, enabled: frozenset[str], snapshotter: Snapshotter | None = None) -> None:
+    def __init__(
+        self, store: Store, *, enabled: frozenset[str], snapshotter: Snapshotter | None = None
+    ) -> None:
         self.enabled = enabled
         self.errors: list[str] = []
         self._store = store

@@ -142,7 +142,9 @@ class GarbageCollector:
 
 
 def _filter_refs(obj: Obj, keep: set[str | None]) -> Obj:
-    obj["metadata"]["ownerReferences"] = [r for r in obj["metadata"]["ownerReferences"] if r.get("uid") in keep]
+    obj["metadata"]["ownerReferences"] = [
+        r for r in obj["metadata"]["ownerReferences"] if r.get("uid") in keep
+    ]
     return obj
 
 

@@ -221,8 +221,10 @@ def json_patch(target: Any, ops: Any) -> Any:
         kind, path = op["op"], op["path"]
         if kind == "test":
             if _get(doc, path) != op.get("value"):
-                raise _invalid_patch(f"the server rejected our request due to an error in our request: "
-                                     f"testing value {path} failed: test failed")  # fmt: skip
+                raise _invalid_patch(
+                    f"the server rejected our request due to an error in our request: "
+                    f"testing value {path} failed: test failed"
+                )
         elif kind == "remove":
             _remove(doc, path)
         elif kind in ("add", "replace"):

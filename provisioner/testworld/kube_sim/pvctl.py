@@ -45,21 +45,40 @@ def claim_class(pvc: Obj) -> str:
     return str(name or "")
 
 
-def record_event(store: Store, involved: Obj, kind: str, reason: str, message: str, event_type: str = "Normal",
-                 component: str = COMPONENT) -> None:  # fmt: skip
+def record_event(
+    store: Store,
+    involved: Obj,
+    kind: str,
+    reason: str,
+    message: str,
+    *,
+    event_type: str = "Normal",
+    component: str = COMPONENT,
+) -> None:
     """Create a core/v1 Event about ``involved`` like a controller's event recorder."""
     meta = involved["metadata"]
     ns = meta.get("namespace") or "default"
     ts = now_rfc3339()
     event = {
         "metadata": {"name": f"{meta['name']}.{secrets.token_hex(8)}", "namespace": ns},
-        "involvedObject": {"kind": kind, "namespace": meta.get("namespace", ""), "name": meta["name"],
-                           "uid": meta["uid"], "apiVersion": involved.get("apiVersion", "v1"),
-                           "resourceVersion": meta.get("resourceVersion", "")},
-        "reason": reason, "message": message, "type": event_type, "count": 1,
-        "source": {"component": component}, "firstTimestamp": ts, "lastTimestamp": ts,
-        "reportingComponent": component, "reportingInstance": "",
-    }  # fmt: skip
+        "involvedObject": {
+            "kind": kind,
+            "namespace": meta.get("namespace", ""),
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "apiVersion": involved.get("apiVersion", "v1"),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        },
+        "reason": reason,
+        "message": message,
+        "type": event_type,
+        "count": 1,
+        "source": {"component": component},
+        "firstTimestamp": ts,
+        "lastTimestamp": ts,
+        "reportingComponent": component,
+        "reportingInstance": "",
+    }
     try:
         store.create(EVENT, ns, event, manager="kube-controller-manager")
     except ApiError:
@@ -132,15 +151,25 @@ class PVController:
             if pv is None:
                 if (pvc.get("status") or {}).get("phase") == "Bound":
                     self._set_pvc_phase(pvc, "Lost")
-                    record_event(self._store, pvc, "PersistentVolumeClaim", "ClaimLost",
-                                 "Bound claim has lost its PersistentVolume. Data on the volume is lost!", "Warning")  # fmt: skip
+                    record_event(
+                        self._store,
+                        pvc,
+                        "PersistentVolumeClaim",
+                        "ClaimLost",
+                        "Bound claim has lost its PersistentVolume. Data on the volume is lost!",
+                        event_type="Warning",
+                    )
                 return
             if self._claim_matches(pv, pvc):
                 self._bind(pv, pvc)
             return
         for pv_name in sorted(self._claim_pvs.get((namespace, name), ())):
             pv = self._store.find(PV, "", pv_name)
-            if pv is not None and self._claim_matches(pv, pvc):
+            if (
+                pv is not None
+                and not pv["metadata"].get("deletionTimestamp")
+                and self._claim_matches(pv, pvc)
+            ):
                 self._bind(pv, pvc)
                 return
         self._handshake(pvc)
@@ -154,8 +183,13 @@ class PVController:
         uid = pvc["metadata"]["uid"]
         if sc.get("volumeBindingMode") == "WaitForFirstConsumer" and not annotations.get(ANN_SELECTED_NODE):
             if self._first(uid, "WaitForFirstConsumer"):
-                record_event(self._store, pvc, "PersistentVolumeClaim", "WaitForFirstConsumer",
-                             "waiting for first consumer to be created before binding")  # fmt: skip
+                record_event(
+                    self._store,
+                    pvc,
+                    "PersistentVolumeClaim",
+                    "WaitForFirstConsumer",
+                    "waiting for first consumer to be created before binding",
+                )
             return
         provisioner = sc["provisioner"]
 
@@ -168,10 +202,15 @@ class PVController:
 
         updated = self._store.mutate(PVC, pvc["metadata"]["namespace"], pvc["metadata"]["name"], annotate)
         if updated is not None and self._first(uid, "ExternalProvisioning"):
-            record_event(self._store, updated, "PersistentVolumeClaim", "ExternalProvisioning",
-                         f"Waiting for a volume to be created either by the external provisioner '{provisioner}' "
-                         "or manually by the system administrator. If volume creation is delayed, please verify "
-                         "that the provisioner is running and correctly registered.")  # fmt: skip
+            record_event(
+                self._store,
+                updated,
+                "PersistentVolumeClaim",
+                "ExternalProvisioning",
+                f"Waiting for a volume to be created either by the external provisioner '{provisioner}' "
+                "or manually by the system administrator. If volume creation is delayed, please verify "
+                "that the provisioner is running and correctly registered.",
+            )
 
     def _first(self, uid: str, reason: str) -> bool:
         """True the first time ``reason`` is announced for this claim."""
@@ -190,7 +229,6 @@ class PVController:
             and ref.get("name") == meta["name"]
             and ref.get("uid", "") in ("", meta["uid"])
             and pvc["spec"].get("volumeName") in (None, "", pv["metadata"]["name"])
-            and not pv["metadata"].get("deletionTimestamp")
         )
 
     def _bind(self, pv: Obj, pvc: Obj) -> None:
@@ -220,8 +258,12 @@ class PVController:
         self._store.mutate(PVC, ns, name, volume_name)
 
         def bound_status(o: Obj) -> Obj | None:
-            status = {**(o.get("status") or {}), "phase": "Bound", "accessModes": pv["spec"].get("accessModes", []),
-                      "capacity": dict(pv["spec"].get("capacity") or {})}  # fmt: skip
+            status = {
+                **(o.get("status") or {}),
+                "phase": "Bound",
+                "accessModes": pv["spec"].get("accessModes", []),
+                "capacity": dict(pv["spec"].get("capacity") or {}),
+            }
             if o.get("status") == status:
                 return None
             o["status"] = status
@@ -231,7 +273,9 @@ class PVController:
 
     def _set_pvc_phase(self, pvc: Obj, phase: str) -> None:
         meta = pvc["metadata"]
-        self._store.mutate(PVC, meta["namespace"], meta["name"], lambda o: _phase(o, phase), subresource="status")
+        self._store.mutate(
+            PVC, meta["namespace"], meta["name"], lambda o: _phase(o, phase), subresource="status"
+        )
 
     def _release_pvc_protection(self, pvc: Obj) -> None:
         meta = pvc["metadata"]
@@ -270,7 +314,9 @@ class PVController:
                     self._sync_pvc(ref["namespace"], ref["name"])
                 elif ref.get("uid") and (pvc is None or pvc["metadata"]["uid"] != ref["uid"]):
                     if phase not in ("Released", "Failed"):
-                        self._store.mutate(PV, "", name, lambda o: _phase(o, "Released"), subresource="status")
+                        self._store.mutate(
+                            PV, "", name, lambda o: _phase(o, "Released"), subresource="status"
+                        )
                 elif phase not in ("Available", "Released", "Failed"):
                     self._store.mutate(PV, "", name, lambda o: _phase(o, "Available"), subresource="status")
             pv = self._store.find(PV, "", name) or pv

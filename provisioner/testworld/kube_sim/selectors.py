@@ -67,7 +67,9 @@ def parse_label_selector(text: str | None) -> tuple[Requirement, ...]:
         m = _EQ_REQ.match(part)
         if m:
             key, op, value = m.groups()
-            reqs.append(Requirement(key=_key(key, text), op="!=" if op == "!=" else "=", values=frozenset([value])))
+            reqs.append(
+                Requirement(key=_key(key, text), op="!=" if op == "!=" else "=", values=frozenset([value]))
+            )
             continue
         m = _SET_REQ.match(part)
         if not m:
@@ -121,7 +123,14 @@ _EXTRA_FIELDS: dict[str, tuple[str, ...]] = {
         "source",
         "type",
     ),
-    "events.k8s.io/events": ("regarding.kind", "regarding.name", "regarding.namespace", "regarding.uid", "reason", "type"),
+    "events.k8s.io/events": (
+        "regarding.kind",
+        "regarding.name",
+        "regarding.namespace",
+        "regarding.uid",
+        "reason",
+        "type",
+    ),
     "core/pods": ("spec.nodeName", "spec.serviceAccountName", "status.phase", "status.podIP"),
     "core/secrets": ("type",),
     "core/nodes": ("spec.unschedulable",),
@@ -150,7 +159,9 @@ def _field_value(obj: Obj, path: str) -> str | None:
     return str(cur)
 
 
-def compile_selectors(labels: tuple[Requirement, ...], fields: tuple[Requirement, ...]) -> Callable[[Obj], bool] | None:
+def compile_selectors(
+    labels: tuple[Requirement, ...], fields: tuple[Requirement, ...]
+) -> Callable[[Obj], bool] | None:
     """A predicate for both selectors, or None when nothing is selected (match everything)."""
     if not labels and not fields:
         return None
@@ -161,10 +172,7 @@ def compile_selectors(labels: tuple[Requirement, ...], fields: tuple[Requirement
         for r in labels:
             if not r.matches(obj_labels.get(r.key)):
                 return False
-        for r in fields:
-            # Field selectors compare strings; an absent field reads as "".
-            if not r.matches(_field_value(obj, r.key) or ""):
-                return False
-        return True
+        # Field selectors compare strings; an absent field reads as "".
+        return all(r.matches(_field_value(obj, r.key) or "") for r in fields)
 
     return match

@@ -7,6 +7,7 @@ wait until the controllers have caught up (instead of sleeping).
 
 from __future__ import annotations
 
+import builtins
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -79,7 +80,10 @@ class KubeSimulator:
             self._ctx.stopping.clear()
             self._server = SimServer(self._ctx)
             self._thread = threading.Thread(
-                target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="kube-sim-http", daemon=True
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name="kube-sim-http",
+                daemon=True,
             )
             self._thread.start()
             self.controllers.start()
@@ -138,7 +142,12 @@ class KubeSimulator:
             "kind": "Config",
             "clusters": [{"name": "kube-sim", "cluster": {"server": self.url}}],
             "users": [{"name": "kube-sim", "user": {"token": "sim-token"}}],
-            "contexts": [{"name": "kube-sim", "context": {"cluster": "kube-sim", "user": "kube-sim", "namespace": "default"}}],
+            "contexts": [
+                {
+                    "name": "kube-sim",
+                    "context": {"cluster": "kube-sim", "user": "kube-sim", "namespace": "default"},
+                }
+            ],
             "current-context": "kube-sim",
             "preferences": {},
         }
@@ -153,14 +162,16 @@ class KubeSimulator:
         return clone(obj) if obj is not None else None
 
     def list(self, resource: str, namespace: str | None = None) -> list[Obj]:
-        """Copies of every stored object of ``resource`` (optionally one namespace), sorted by namespace/name."""
+        """Copies of every stored ``resource`` (optionally in one namespace), sorted by namespace/name."""
         objs = self.store.objects(resolve_resource(resource), namespace)
         objs.sort(key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
         return [clone(o) for o in objs]
 
     def create(self, resource: str, body: Obj, namespace: str = "") -> Obj:
         """Create directly in the store (no HTTP; same validation, admission and events)."""
-        return clone(self.store.create(resolve_resource(resource), namespace, clone(body), manager="kube-sim"))
+        return clone(
+            self.store.create(resolve_resource(resource), namespace, clone(body), manager="kube-sim")
+        )
 
     def delete(self, resource: str, namespace: str, name: str, **options: Any) -> Obj:
         """Delete directly in the store; ``options`` are DeleteOptions fields (e.g. ``propagationPolicy``)."""
@@ -173,7 +184,7 @@ class KubeSimulator:
         return self.store.resource_version
 
     @property
-    def requests(self) -> list[RequestRecord]:
+    def requests(self) -> builtins.list[RequestRecord]:
         """The request log (method, path, query, status, watch), oldest first."""
         return self.faults.requests
 
@@ -182,6 +193,6 @@ class KubeSimulator:
         return self.controllers.wait_idle(timeout)
 
     @property
-    def controller_errors(self) -> list[str]:
+    def controller_errors(self) -> builtins.list[str]:
         """Exceptions raised inside simulator controllers (should stay empty)."""
         return list(self.controllers.errors)

@@ -30,8 +30,21 @@ VSC = by_plural("volumesnapshotcontents", SNAPSHOT_GROUP)
 VSCLASS = by_plural("volumesnapshotclasses", SNAPSHOT_GROUP)
 ANN_DEFAULT_SNAPSHOT_CLASS = "snapshot.storage.kubernetes.io/is-default-class"
 
-_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
-          "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}  # fmt: skip
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
 _QTY = re.compile(r"^(\d+(?:\.\d+)?)([kMGTPE]i?)?$")
 
 
@@ -48,7 +61,11 @@ def quantity_bytes(value: Any) -> int | None:
 def fake_snapshotter(content: Obj, pv: Obj | None) -> Obj | None:
     """Default snapshotter: every snapshot is cut at once and ready."""
     size = quantity_bytes(((pv or {}).get("spec", {}).get("capacity") or {}).get("storage", 0))
-    status: Obj = {"snapshotHandle": f"snap-{uuid.uuid4()}", "readyToUse": True, "creationTime": time.time_ns()}
+    status: Obj = {
+        "snapshotHandle": f"snap-{uuid.uuid4()}",
+        "readyToUse": True,
+        "creationTime": time.time_ns(),
+    }
     if size is not None:
         status["restoreSize"] = size
     return status
@@ -83,8 +100,15 @@ class SnapshotController:
             return o
 
         if self._store.mutate(VS, meta["namespace"], meta["name"], edit, subresource="status") is not None:
-            record_event(self._store, vs, "VolumeSnapshot", "SnapshotCreationFailed", message, "Warning",
-                         component="snapshot-controller")  # fmt: skip
+            record_event(
+                self._store,
+                vs,
+                "VolumeSnapshot",
+                "SnapshotCreationFailed",
+                message,
+                event_type="Warning",
+                component="snapshot-controller",
+            )
 
     def _sync_snapshot(self, namespace: str, name: str) -> None:
         vs = self._store.find(VS, namespace, name)
@@ -125,13 +149,23 @@ class SnapshotController:
             return
         content_name = f"snapcontent-{vs['metadata']['uid']}"
         content = {
-            "apiVersion": VSC.api_version, "kind": VSC.kind, "metadata": {"name": content_name},
-            "spec": {"volumeSnapshotRef": {"kind": VS.kind, "apiVersion": VS.api_version, "name": name,
-                                           "namespace": namespace, "uid": vs["metadata"]["uid"]},
-                     "source": {"volumeHandle": handle}, "driver": vsclass.get("driver", ""),
-                     "deletionPolicy": vsclass.get("deletionPolicy", "Delete"),
-                     "volumeSnapshotClassName": class_name},
-        }  # fmt: skip
+            "apiVersion": VSC.api_version,
+            "kind": VSC.kind,
+            "metadata": {"name": content_name},
+            "spec": {
+                "volumeSnapshotRef": {
+                    "kind": VS.kind,
+                    "apiVersion": VS.api_version,
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": vs["metadata"]["uid"],
+                },
+                "source": {"volumeHandle": handle},
+                "driver": vsclass.get("driver", ""),
+                "deletionPolicy": vsclass.get("deletionPolicy", "Delete"),
+                "volumeSnapshotClassName": class_name,
+            },
+        }
         try:
             self._store.create(VSC, "", content, manager="snapshot-controller")
         except ApiError as e:
@@ -169,8 +203,11 @@ class SnapshotController:
         if not (content.get("status") or {}).get("snapshotHandle"):
             source = content["spec"].get("source") or {}
             if source.get("snapshotHandle"):
-                status: Obj | None = {"snapshotHandle": source["snapshotHandle"], "readyToUse": True,
-                                      "creationTime": time.time_ns()}  # fmt: skip
+                status: Obj | None = {
+                    "snapshotHandle": source["snapshotHandle"],
+                    "readyToUse": True,
+                    "creationTime": time.time_ns(),
+                }
             else:
                 status = self._snapshotter(content, self._source_pv(content))
             if status is not None:

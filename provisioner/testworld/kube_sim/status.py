@@ -10,7 +10,9 @@ from typing import Any
 
 from provisioner.testworld.kube_sim.resources import ResourceType
 
-CONFLICT_MESSAGE = "the object has been modified; please apply your changes to the latest version and try again"
+CONFLICT_MESSAGE = (
+    "the object has been modified; please apply your changes to the latest version and try again"
+)
 
 
 class ApiError(Exception):
@@ -66,7 +68,10 @@ def not_found(rt: ResourceType, name: str) -> ApiError:
 def namespace_not_found(namespace: str) -> ApiError:
     """404 for a namespace that does not exist."""
     return ApiError(
-        404, "NotFound", f'namespaces "{namespace}" not found', details={"name": namespace, "kind": "namespaces"}
+        404,
+        "NotFound",
+        f'namespaces "{namespace}" not found',
+        details={"name": namespace, "kind": "namespaces"},
     )
 
 
@@ -79,7 +84,10 @@ def conflict(rt: ResourceType, name: str, why: str = CONFLICT_MESSAGE) -> ApiErr
     """409 Conflict (stale resourceVersion, failed precondition)."""
     what = f"{rt.plural}.{rt.group}" if rt.group else rt.plural
     return ApiError(
-        409, "Conflict", f'Operation cannot be fulfilled on {what} "{name}": {why}', details=_details(rt, name)
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {what} "{name}": {why}',
+        details=_details(rt, name),
     )
 
 
@@ -123,7 +131,9 @@ def too_old(requested: int, oldest: int) -> ApiError:
 
 def method_not_allowed(method: str) -> ApiError:
     """405 for verbs a path does not support."""
-    return ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource ({method})")
+    return ApiError(
+        405, "MethodNotAllowed", f"the server does not allow this method on the requested resource ({method})"
+    )
 
 
 _REASON_BY_CODE = {

@@ -10,6 +10,7 @@ new dict, so readers can serialize them outside the lock.
 from __future__ import annotations
 
 import base64
+import builtins
 import json
 import random
 import threading
@@ -23,7 +24,12 @@ from typing import Any
 from provisioner.testworld.kube_sim import patch as patches
 from provisioner.testworld.kube_sim import status as errors
 from provisioner.testworld.kube_sim.resources import BY_KEY, RESOURCES, ResourceType
-from provisioner.testworld.kube_sim.validation import apply_defaults, validate_name, validate_object, validate_update
+from provisioner.testworld.kube_sim.validation import (
+    apply_defaults,
+    validate_name,
+    validate_object,
+    validate_update,
+)
 from provisioner.testworld.kube_sim.watchers import ADDED, DELETED, MODIFIED, Change, Watcher
 
 Obj = dict[str, Any]
@@ -148,8 +154,8 @@ class Store:
             raise errors.bad_request(f"invalid continue token: {e}") from e
         if rv < self._compacted_rv:
             raise errors.gone(
-                "The provided continue parameter is too old to display a consistent list result. You can start "
-                "a new list without the continue parameter."
+                "The provided continue parameter is too old to display a consistent list result. "
+                "You can start a new list without the continue parameter."
             )
         return rv, start
 
@@ -165,7 +171,9 @@ class Store:
         allow_bookmarks: bool = False,
     ) -> Watcher:
         """Register a watch; RV unset/"0" replays current objects as ADDED, an expired RV raises 410."""
-        w = Watcher(resource=rt.key, namespace=namespace, predicate=predicate, allow_bookmarks=allow_bookmarks)
+        w = Watcher(
+            resource=rt.key, namespace=namespace, predicate=predicate, allow_bookmarks=allow_bookmarks
+        )
         with self.lock:
             if resource_version in (None, "", "0"):
                 for obj in self._objects[rt.key].values():
@@ -188,7 +196,7 @@ class Store:
             self._watchers[w.resource].discard(w)
         w.closed.set()
 
-    def watchers(self) -> list[Watcher]:
+    def watchers(self) -> builtins.list[Watcher]:
         """All open watches."""
         with self.lock:
             return [w for ws in self._watchers.values() for w in ws]
@@ -255,7 +263,8 @@ class Store:
             if rt.namespaced:
                 if meta.get("namespace") and meta["namespace"] != namespace:
                     raise errors.bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request"
+                        "the namespace of the provided object does not match the namespace sent "
+                        "on the request"
                     )
                 meta["namespace"] = namespace
                 if ("", namespace) not in self._objects["core/namespaces"]:
@@ -269,7 +278,12 @@ class Store:
             key = (namespace if rt.namespaced else "", name)
             if key in self._objects[rt.key]:
                 raise errors.already_exists(rt, name)
-            for field in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
+            for field in (
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "managedFields",
+            ):
                 meta.pop(field, None)
             meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = now_rfc3339()
@@ -284,7 +298,14 @@ class Store:
             return self._commit(rt, key, ADDED, None, body)
 
     def update(
-        self, rt: ResourceType, namespace: str, name: str, body: Obj, *, subresource: str = "", manager: str = ""
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        body: Obj,
+        *,
+        subresource: str = "",
+        manager: str = "",
     ) -> Obj:
         """PUT: a stale ``metadata.resourceVersion`` is a 409 Conflict; none means unconditional."""
         if not isinstance(body, dict) or not isinstance(body.get("metadata", {}), dict):
@@ -328,7 +349,13 @@ class Store:
             return self._update(rt, old, patched, subresource=subresource, manager=manager)
 
     def mutate(
-        self, rt: ResourceType, namespace: str, name: str, fn: Callable[[Obj], Obj | None], *, subresource: str = ""
+        self,
+        rt: ResourceType,
+        namespace: str,
+        name: str,
+        fn: Callable[[Obj], Obj | None],
+        *,
+        subresource: str = "",
     ) -> Obj | None:
         """Controller write: ``fn`` edits a copy of the current object (None = no change). None if absent."""
         with self.lock:
@@ -345,13 +372,20 @@ class Store:
         name = old_meta["name"]
         new_meta = new.setdefault("metadata", {})
         if new_meta.get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({new_meta.get('name')}) does not match the name "
-                                     f"on the URL ({name})")  # fmt: skip
+            raise errors.bad_request(
+                f"the name of the object ({new_meta.get('name')}) does not match the name on the URL ({name})"
+            )
         if rt.namespaced and new_meta.get("namespace", old_meta["namespace"]) != old_meta["namespace"]:
-            raise errors.bad_request("the namespace of the provided object does not match the namespace sent on the request")
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
         if new_meta.get("uid") and new_meta["uid"] != old_meta["uid"]:
-            raise errors.conflict(rt, name, f"Precondition failed: UID in precondition: {new_meta['uid']}, "
-                                            f"UID in object meta: {old_meta['uid']}")  # fmt: skip
+            raise errors.conflict(
+                rt,
+                name,
+                f"Precondition failed: UID in precondition: {new_meta['uid']}, "
+                f"UID in object meta: {old_meta['uid']}",
+            )
         if subresource == "status":
             result = {k: v for k, v in old.items() if k != "status"}
             if new.get("status") is not None:
@@ -378,10 +412,21 @@ class Store:
             apply_defaults(rt, result)
             validate_update(rt, old, result)
             if old_meta.get("deletionTimestamp"):
-                added = [f for f in new_meta.get("finalizers") or [] if f not in (old_meta.get("finalizers") or [])]
+                added = [
+                    f for f in new_meta.get("finalizers") or [] if f not in (old_meta.get("finalizers") or [])
+                ]
                 if added:
-                    raise errors.invalid(rt, name, [("metadata.finalizers", "Forbidden: no new finalizers can be "
-                                                     f"added if the object is being deleted, found new finalizers {added}")])  # fmt: skip
+                    raise errors.invalid(
+                        rt,
+                        name,
+                        [
+                            (
+                                "metadata.finalizers",
+                                "Forbidden: no new finalizers can be "
+                                f"added if the object is being deleted, found new finalizers {added}",
+                            )
+                        ],
+                    )
             if {k: v for k, v in old.items() if k not in _NON_SPEC} != {
                 k: v for k, v in result.items() if k not in _NON_SPEC
             }:
@@ -404,12 +449,20 @@ class Store:
             meta = old["metadata"]
             pre = options.get("preconditions") or {}
             if pre.get("uid") and pre["uid"] != meta["uid"]:
-                raise errors.conflict(rt, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                                f"UID in object meta: {meta['uid']}")  # fmt: skip
+                raise errors.conflict(
+                    rt,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, "
+                    f"UID in object meta: {meta['uid']}",
+                )
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-                raise errors.conflict(rt, name, "Precondition failed: ResourceVersion in precondition: "
-                                                f"{pre['resourceVersion']}, ResourceVersion in object meta: "
-                                                f"{meta['resourceVersion']}")  # fmt: skip
+                raise errors.conflict(
+                    rt,
+                    name,
+                    "Precondition failed: ResourceVersion in precondition: "
+                    f"{pre['resourceVersion']}, ResourceVersion in object meta: "
+                    f"{meta['resourceVersion']}",
+                )
             policy = options.get("propagationPolicy")
             if policy is None and options.get("orphanDependents") is True:
                 policy = "Orphan"

@@ -20,11 +20,32 @@ _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?$")
 _ACCESS_MODES = frozenset({"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"})
-_PV_SOURCES = frozenset({
-    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "csi", "fc", "flexVolume",
-    "flocker", "gcePersistentDisk", "glusterfs", "hostPath", "iscsi", "local", "nfs", "photonPersistentDisk",
-    "portworxVolume", "quobyte", "rbd", "scaleIO", "storageos", "vsphereVolume",
-})  # fmt: skip
+_PV_SOURCES = frozenset(
+    {
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cephfs",
+        "cinder",
+        "csi",
+        "fc",
+        "flexVolume",
+        "flocker",
+        "gcePersistentDisk",
+        "glusterfs",
+        "hostPath",
+        "iscsi",
+        "local",
+        "nfs",
+        "photonPersistentDisk",
+        "portworxVolume",
+        "quobyte",
+        "rbd",
+        "scaleIO",
+        "storageos",
+        "vsphereVolume",
+    }
+)
 _DNS_LABEL_KINDS = frozenset({"core/namespaces"})
 
 SUBDOMAIN_MESSAGE = (
@@ -39,7 +60,9 @@ def validate_name(rt: ResourceType, name: str) -> None:
         raise invalid(rt, name, [("metadata.name", "Required value: name or generateName is required")])
     if rt.key in _DNS_LABEL_KINDS:
         if len(name) > 63 or not _LABEL.match(name):
-            raise invalid(rt, name, [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label')])
+            raise invalid(
+                rt, name, [("metadata.name", f'Invalid value: "{name}": a lowercase RFC 1123 label')]
+            )
     elif len(name) > 253 or not _SUBDOMAIN.match(name):
         raise invalid(rt, name, [("metadata.name", f'Invalid value: "{name}": {SUBDOMAIN_MESSAGE}')])
 
@@ -85,8 +108,12 @@ def validate_object(rt: ResourceType, obj: Obj) -> None:
         if storage is None:
             causes.append(("spec.resources[storage]", "Required value"))
         elif not _quantity(storage):
-            causes.append(("spec.resources[storage]", f'Invalid value: "{storage}": quantities must match '
-                                                      "the regular expression"))  # fmt: skip
+            causes.append(
+                (
+                    "spec.resources[storage]",
+                    f'Invalid value: "{storage}": quantities must match the regular expression',
+                )
+            )
     elif rt.key == "core/persistentvolumes":
         _check_access_modes(spec, causes)
         storage = (spec.get("capacity") or {}).get("storage")
@@ -105,9 +132,8 @@ def validate_object(rt: ResourceType, obj: Obj) -> None:
             causes.append(("provisioner", "Required value"))
         if obj.get("volumeBindingMode") not in ("Immediate", "WaitForFirstConsumer"):
             causes.append(("volumeBindingMode", f'Unsupported value: "{obj.get("volumeBindingMode")}"'))
-    elif rt.key == "core/events":
-        if not obj.get("involvedObject"):
-            causes.append(("involvedObject", "Required value"))
+    elif rt.key == "core/events" and not obj.get("involvedObject"):
+        causes.append(("involvedObject", "Required value"))
     if causes:
         raise invalid(rt, name, causes)
 
@@ -125,16 +151,33 @@ def validate_update(rt: ResourceType, old: Obj, new: Obj) -> None:
         if not old_spec.get("volumeName"):  # volumeName may be set once
             ignore.append("volumeName")
         if _without(old_spec, *ignore) != _without(new_spec, *ignore):
-            raise invalid(rt, name, [("spec", "Forbidden: spec is immutable after creation except "
-                                              "resources.requests and volumeAttributesClassName for bound claims")])  # fmt: skip
+            raise invalid(
+                rt,
+                name,
+                [
+                    (
+                        "spec",
+                        "Forbidden: spec is immutable after creation except "
+                        "resources.requests and volumeAttributesClassName for bound claims",
+                    )
+                ],
+            )
     elif rt.key == "core/persistentvolumes":
         for key in _PV_SOURCES:
             if old_spec.get(key) != new_spec.get(key):
-                raise invalid(rt, name, [("spec.persistentvolumesource", "Forbidden: spec.persistentvolumesource "
-                                                                         "is immutable after creation")])  # fmt: skip
+                raise invalid(
+                    rt,
+                    name,
+                    [
+                        (
+                            "spec.persistentvolumesource",
+                            "Forbidden: spec.persistentvolumesource is immutable after creation",
+                        )
+                    ],
+                )
     elif rt.key == "storage.k8s.io/storageclasses":
         for key in ("parameters", "provisioner", "reclaimPolicy", "volumeBindingMode"):
             if old.get(key) != new.get(key):
                 raise invalid(rt, name, [(key, f"Forbidden: updates to {key} are forbidden.")])
-    if rt.key == "core/persistentvolumeclaims" or rt.key == "core/persistentvolumes":
+    if rt.key in ("core/persistentvolumeclaims", "core/persistentvolumes"):
         validate_object(rt, new)

@@ -14,7 +14,9 @@ from tests.integration.kube_sim.bodies import pv_body, pvc_body, storage_class_b
 
 def test_create_returns_201_with_server_fields(core: client.CoreV1Api) -> None:
     """Create answers 201 with uid, RFC 3339 creationTimestamp, resourceVersion and generation 1."""
-    data, status, _headers = core.create_namespaced_secret_with_http_info("default", {"metadata": {"name": "s2"}})
+    data, status, _headers = core.create_namespaced_secret_with_http_info(
+        "default", {"metadata": {"name": "s2"}}
+    )
     assert 201 == status
     meta = data.metadata
     assert re.fullmatch(r"[0-9a-f-]{36}", meta.uid)
@@ -156,7 +158,9 @@ def test_pvc_spec_is_immutable(core: client.CoreV1Api, storage: client.StorageV1
     storage.create_storage_class(storage_class_body())
     core.create_namespaced_persistent_volume_claim("default", pvc_body("c"))
     with pytest.raises(ApiException) as e:
-        core.patch_namespaced_persistent_volume_claim("c", "default", {"spec": {"accessModes": ["ReadWriteMany"]}})
+        core.patch_namespaced_persistent_volume_claim(
+            "c", "default", {"spec": {"accessModes": ["ReadWriteMany"]}}
+        )
     grown = core.patch_namespaced_persistent_volume_claim(
         "c", "default", {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
     )
@@ -176,8 +180,15 @@ def test_pv_without_source_is_422(core: client.CoreV1Api) -> None:
 def test_lease_update_is_resource_version_checked(api: client.ApiClient) -> None:
     """Leases carry MicroTime and two writers from the same RV: the second gets 409."""
     coord = client.CoordinationV1Api(api)
-    body = {"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
-            "renewTime": "2026-01-01T00:00:00.123456Z", "leaseTransitions": 0}}  # fmt: skip
+    body = {
+        "metadata": {"name": "leader"},
+        "spec": {
+            "holderIdentity": "a",
+            "leaseDurationSeconds": 15,
+            "renewTime": "2026-01-01T00:00:00.123456Z",
+            "leaseTransitions": 0,
+        },
+    }
     lease = coord.create_namespaced_lease("kube-system", body)
     first = client.V1Lease(metadata=lease.metadata, spec=client.V1LeaseSpec(holder_identity="b"))
     coord.replace_namespaced_lease("leader", "kube-system", first)
@@ -194,7 +205,9 @@ def test_all_namespaces_list_and_cluster_scope(core: client.CoreV1Api, storage: 
     core.create_namespaced_persistent_volume_claim("kube-system", pvc_body("b"))
     core.create_persistent_volume(pv_body("pv1"))
     listed = core.list_persistent_volume_claim_for_all_namespaces()
-    assert [("default", "a"), ("kube-system", "b")] == [(i.metadata.namespace, i.metadata.name) for i in listed.items]
+    assert [("default", "a"), ("kube-system", "b")] == [
+        (i.metadata.namespace, i.metadata.name) for i in listed.items
+    ]
     assert None is core.read_persistent_volume("pv1").metadata.namespace
     assert listed.metadata.resource_version.isdigit()
 

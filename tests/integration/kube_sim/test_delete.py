@@ -11,13 +11,15 @@ from tests.integration.kube_sim.bodies import pv_body
 
 
 def test_delete_with_finalizer_sets_deletion_timestamp(sim: KubeSimulator, core: client.CoreV1Api) -> None:
-    """DELETE of an object with finalizers answers 200 with deletionTimestamp; it stays until they are gone."""
+    """DELETE with finalizers answers 200 with deletionTimestamp; the object stays until they are gone."""
     core.create_namespaced_secret("default", {"metadata": {"name": "s", "finalizers": ["netvol.io/x"]}})
     deleted = core.delete_namespaced_secret("s", "default")
     still = core.read_namespaced_secret("s", "default")
     assert deleted["metadata"]["deletionTimestamp"] is not None
     assert (0, ["netvol.io/x"]) == (still.metadata.deletion_grace_period_seconds, still.metadata.finalizers)
-    core.patch_namespaced_secret("s", "default", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["netvol.io/x"]}})
+    core.patch_namespaced_secret(
+        "s", "default", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["netvol.io/x"]}}
+    )
     assert None is sim.get("secrets", "default", "s")
 
 
@@ -44,7 +46,9 @@ def test_delete_without_finalizers_returns_status_or_object(core: client.CoreV1A
     """Secrets answer a Success Status; PVs (returns-deleted-object kinds) answer the object."""
     core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
     core.create_persistent_volume(pv_body("pv1"))
-    core.patch_persistent_volume("pv1", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["kubernetes.io/pv-protection"]}})
+    core.patch_persistent_volume(
+        "pv1", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["kubernetes.io/pv-protection"]}}
+    )
     status = core.delete_namespaced_secret("s", "default")
     pv = core.delete_persistent_volume("pv1")
     assert ("Status", "Success") == (status["kind"], status["status"])
@@ -65,13 +69,22 @@ def test_delete_preconditions(core: client.CoreV1Api, field: str) -> None:
 def test_matching_uid_precondition_deletes(sim: KubeSimulator, core: client.CoreV1Api) -> None:
     """A matching uid precondition deletes."""
     s = core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
-    core.delete_namespaced_secret("s", "default", body=client.V1DeleteOptions(preconditions={"uid": s.metadata.uid}))
+    core.delete_namespaced_secret(
+        "s", "default", body=client.V1DeleteOptions(preconditions={"uid": s.metadata.uid})
+    )
     assert None is sim.get("secrets", "default", "s")
 
 
-def _owned_secret(core: client.CoreV1Api, owner: client.V1PersistentVolume, name: str = "s", block: bool = False) -> None:
-    ref = {"apiVersion": "v1", "kind": "PersistentVolume", "name": owner.metadata.name, "uid": owner.metadata.uid,
-           "blockOwnerDeletion": block}  # fmt: skip
+def _owned_secret(
+    core: client.CoreV1Api, owner: client.V1PersistentVolume, name: str = "s", block: bool = False
+) -> None:
+    ref = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "name": owner.metadata.name,
+        "uid": owner.metadata.uid,
+        "blockOwnerDeletion": block,
+    }
     core.create_namespaced_secret("kube-system", {"metadata": {"name": name, "ownerReferences": [ref]}})
 
 
@@ -101,31 +114,54 @@ def test_gc_waits_for_owner_finalizers(sim: KubeSimulator, core: client.CoreV1Ap
     core.delete_persistent_volume("pv1")
     sim.wait_idle()
     assert None is not sim.get("secrets", "kube-system", "s")
-    core.patch_persistent_volume("pv1", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["netvol.io/cinder-volume"]}})
+    core.patch_persistent_volume(
+        "pv1", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["netvol.io/cinder-volume"]}}
+    )
     sim.wait_idle()
     assert (None, None) == (sim.get("pv", "", "pv1"), sim.get("secrets", "kube-system", "s"))
 
 
 def test_gc_deletes_dependent_of_missing_owner(sim: KubeSimulator, core: client.CoreV1Api) -> None:
     """A dependent created with an owner uid that does not exist is collected."""
-    ghost = client.V1PersistentVolume(metadata=client.V1ObjectMeta(name="ghost", uid="00000000-0000-0000-0000-000000000000"))
+    ghost = client.V1PersistentVolume(
+        metadata=client.V1ObjectMeta(name="ghost", uid="00000000-0000-0000-0000-000000000000")
+    )
     _owned_secret(core, ghost)
     sim.wait_idle()
     assert None is sim.get("secrets", "kube-system", "s")
 
 
-def test_foreground_deletion_waits_for_blocking_dependents(sim: KubeSimulator, core: client.CoreV1Api) -> None:
+def test_foreground_deletion_waits_for_blocking_dependents(
+    sim: KubeSimulator, core: client.CoreV1Api
+) -> None:
     """Foreground: the owner keeps foregroundDeletion until blocking dependents are gone."""
     pv = _unprotected_pv(core)
-    core.create_namespaced_secret("kube-system", {"metadata": {"name": "s", "finalizers": ["netvol.io/hold"],
-        "ownerReferences": [{"apiVersion": "v1", "kind": "PersistentVolume", "name": "pv1", "uid": pv.metadata.uid,
-                             "blockOwnerDeletion": True}]}})  # fmt: skip
+    core.create_namespaced_secret(
+        "kube-system",
+        {
+            "metadata": {
+                "name": "s",
+                "finalizers": ["netvol.io/hold"],
+                "ownerReferences": [
+                    {
+                        "apiVersion": "v1",
+                        "kind": "PersistentVolume",
+                        "name": "pv1",
+                        "uid": pv.metadata.uid,
+                        "blockOwnerDeletion": True,
+                    }
+                ],
+            }
+        },
+    )
     core.delete_persistent_volume("pv1", propagation_policy="Foreground")
     sim.wait_idle()
     owner = sim.get("pv", "", "pv1")
     assert owner is not None
     assert ["foregroundDeletion"] == owner["metadata"]["finalizers"]
-    core.patch_namespaced_secret("s", "kube-system", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["netvol.io/hold"]}})
+    core.patch_namespaced_secret(
+        "s", "kube-system", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["netvol.io/hold"]}}
+    )
     sim.wait_idle()
     assert (None, None) == (sim.get("pv", "", "pv1"), sim.get("secrets", "kube-system", "s"))
 

@@ -14,7 +14,9 @@ from provisioner.testworld.kube_sim import KubeSimulator
 @pytest.fixture
 def labelled(core: client.CoreV1Api) -> None:
     """Three secrets: prod-db, dev, bare."""
-    core.create_namespaced_secret("default", {"metadata": {"name": "prod-db", "labels": {"env": "prod", "tier": "db"}}})
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "prod-db", "labels": {"env": "prod", "tier": "db"}}}
+    )
     core.create_namespaced_secret("default", {"metadata": {"name": "dev", "labels": {"env": "dev"}}})
     core.create_namespaced_secret("default", {"metadata": {"name": "bare"}})
 
@@ -61,10 +63,17 @@ def test_field_selectors(core: client.CoreV1Api, labelled: None) -> None:
 def test_event_involved_object_field_selector(core: client.CoreV1Api) -> None:
     """Events can be selected by involvedObject fields and reason."""
     for name, obj in (("e1", "claim-a"), ("e2", "claim-b")):
-        core.create_namespaced_event("default", {"metadata": {"name": name}, "reason": "Provisioning",
-            "involvedObject": {"kind": "PersistentVolumeClaim", "name": obj, "namespace": "default"}})  # fmt: skip
+        core.create_namespaced_event(
+            "default",
+            {
+                "metadata": {"name": name},
+                "reason": "Provisioning",
+                "involvedObject": {"kind": "PersistentVolumeClaim", "name": obj, "namespace": "default"},
+            },
+        )
     items = core.list_namespaced_event(
-        "default", field_selector="involvedObject.name=claim-b,involvedObject.kind=PersistentVolumeClaim,reason=Provisioning"
+        "default",
+        field_selector="involvedObject.name=claim-b,involvedObject.kind=PersistentVolumeClaim,reason=Provisioning",
     ).items
     assert ["e2"] == [i.metadata.name for i in items]
 

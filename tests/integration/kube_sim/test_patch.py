@@ -29,7 +29,9 @@ def test_strategic_merge_adds_finalizer_as_set(core: client.CoreV1Api) -> None:
 def test_strategic_merge_delete_from_primitive_list(core: client.CoreV1Api) -> None:
     """$deleteFromPrimitiveList/finalizers removes entries and keeps the rest."""
     _pv_with_finalizers(core, "a.io/one", "b.io/two")
-    patched = core.patch_persistent_volume("pv1", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a.io/one"]}})
+    patched = core.patch_persistent_volume(
+        "pv1", {"metadata": {"$deleteFromPrimitiveList/finalizers": ["a.io/one"]}}
+    )
     assert ["b.io/two", "kubernetes.io/pv-protection"] == sorted(patched.metadata.finalizers)
 
 
@@ -113,15 +115,25 @@ def test_status_patch_changes_only_status(core: client.CoreV1Api) -> None:
 
 def test_strategic_merge_on_custom_resource_is_415(custom: client.CustomObjectsApi) -> None:
     """Custom resources reject strategic-merge patches with 415 and accept merge patches."""
-    body = {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshotClass",
-            "metadata": {"name": "c"}, "driver": "cinder.netvol.io", "deletionPolicy": "Delete"}  # fmt: skip
+    body = {
+        "apiVersion": "snapshot.storage.k8s.io/v1",
+        "kind": "VolumeSnapshotClass",
+        "metadata": {"name": "c"},
+        "driver": "cinder.netvol.io",
+        "deletionPolicy": "Delete",
+    }
     custom.create_cluster_custom_object(*SNAP, "volumesnapshotclasses", body)
     with pytest.raises(ApiException) as e:
         custom.patch_cluster_custom_object(
-            *SNAP, "volumesnapshotclasses", "c", {"deletionPolicy": "Retain"},
+            *SNAP,
+            "volumesnapshotclasses",
+            "c",
+            {"deletionPolicy": "Retain"},
             _content_type="application/strategic-merge-patch+json",
-        )  # fmt: skip
-    merged = custom.patch_cluster_custom_object(*SNAP, "volumesnapshotclasses", "c", {"deletionPolicy": "Retain"})
+        )
+    merged = custom.patch_cluster_custom_object(
+        *SNAP, "volumesnapshotclasses", "c", {"deletionPolicy": "Retain"}
+    )
     assert 415 == e.value.status
     assert "Retain" == merged["deletionPolicy"]
 

@@ -34,8 +34,12 @@ def test_watch_from_resource_version_sees_only_later_changes(core: client.CoreV1
     first = core.create_namespaced_config_map("default", {"metadata": {"name": "before"}})
     core.create_namespaced_config_map("default", {"metadata": {"name": "after"}})
     w = watch.Watch()
-    stream = w.stream(core.list_namespaced_config_map, "default", resource_version=first.metadata.resource_version,
-                      timeout_seconds=5)  # fmt: skip
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        resource_version=first.metadata.resource_version,
+        timeout_seconds=5,
+    )
     assert [("ADDED", "after")] == _names(_collect(stream, lambda ev: len(ev) == 1, w))
 
 
@@ -52,7 +56,9 @@ def test_watch_from_zero_starts_with_synthetic_added(core: client.CoreV1Api) -> 
             core.patch_namespaced_config_map("a", "default", {"data": {"k": "v"}})
         if len(events) == 3:
             w.stop()
-    assert [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a")] == sorted(_names(events)[:2]) + _names(events)[2:]
+    assert [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a")] == sorted(_names(events)[:2]) + _names(events)[
+        2:
+    ]
 
 
 def test_deleted_event_carries_last_state(core: client.CoreV1Api) -> None:
@@ -60,8 +66,12 @@ def test_deleted_event_carries_last_state(core: client.CoreV1Api) -> None:
     cm = core.create_namespaced_config_map("default", {"metadata": {"name": "a", "labels": {"k": "v"}}})
     core.delete_namespaced_config_map("a", "default")
     w = watch.Watch()
-    stream = w.stream(core.list_namespaced_config_map, "default", resource_version=cm.metadata.resource_version,
-                      timeout_seconds=5)  # fmt: skip
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        resource_version=cm.metadata.resource_version,
+        timeout_seconds=5,
+    )
     (event,) = _collect(stream, lambda ev: True, w)
     assert ("DELETED", {"k": "v"}) == (event["type"], event["object"].metadata.labels)
     assert int(event["object"].metadata.resource_version) > int(cm.metadata.resource_version)
@@ -73,17 +83,27 @@ def test_watch_selector_transitions(core: client.CoreV1Api) -> None:
     core.patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"k": "other"}}})
     core.patch_namespaced_config_map("a", "default", {"metadata": {"labels": {"k": "v"}}})
     w = watch.Watch()
-    stream = w.stream(core.list_namespaced_config_map, "default", label_selector="k=v",
-                      resource_version=cm.metadata.resource_version, timeout_seconds=5)  # fmt: skip
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        label_selector="k=v",
+        resource_version=cm.metadata.resource_version,
+        timeout_seconds=5,
+    )
     assert [("DELETED", "a"), ("ADDED", "a")] == _names(_collect(stream, lambda ev: len(ev) == 2, w))
 
 
 def test_bookmarks_carry_current_resource_version(sim: KubeSimulator, core: client.CoreV1Api) -> None:
-    """allowWatchBookmarks gives periodic BOOKMARK events with only kind/apiVersion/metadata.resourceVersion."""
+    """allowWatchBookmarks: periodic BOOKMARKs carrying only kind, apiVersion, metadata.resourceVersion."""
     core.create_namespaced_config_map("default", {"metadata": {"name": "a"}})
     w = watch.Watch()
-    stream = w.stream(core.list_namespaced_config_map, "default", allow_watch_bookmarks=True,
-                      resource_version=str(sim.resource_version), timeout_seconds=5)  # fmt: skip
+    stream = w.stream(
+        core.list_namespaced_config_map,
+        "default",
+        allow_watch_bookmarks=True,
+        resource_version=str(sim.resource_version),
+        timeout_seconds=5,
+    )
     (event,) = _collect(stream, lambda ev: True, w)
     obj = event["raw_object"]
     assert ("BOOKMARK", {"resourceVersion": str(sim.resource_version)}) == (event["type"], obj["metadata"])
@@ -93,8 +113,11 @@ def test_bookmarks_carry_current_resource_version(sim: KubeSimulator, core: clie
 def test_timeout_seconds_ends_the_stream(core: client.CoreV1Api) -> None:
     """timeoutSeconds makes the server end the stream (the client's generator finishes)."""
     started = time.monotonic()
-    events = list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version="1",
-                                       timeout_seconds=1))  # fmt: skip
+    events = list(
+        watch.Watch().stream(
+            core.list_namespaced_config_map, "default", resource_version="1", timeout_seconds=1
+        )
+    )
     elapsed = time.monotonic() - started
     assert [] == [e for e in events if e["type"] != "ADDED"]
     assert 0.9 <= elapsed < 3
@@ -115,12 +138,17 @@ def test_bounded_history_expires_old_versions() -> None:
     """With history_limit=2, a watch from an RV three writes back gets 410."""
     with KubeSimulator(history_limit=2, controllers=False) as sim, sim.api_client() as api:
         core = client.CoreV1Api(api)
-        old = core.create_namespaced_config_map("default", {"metadata": {"name": "a"}}).metadata.resource_version
+        old = core.create_namespaced_config_map(
+            "default", {"metadata": {"name": "a"}}
+        ).metadata.resource_version
         for name in ("b", "c", "d"):
             core.create_namespaced_config_map("default", {"metadata": {"name": name}})
         with pytest.raises(ApiException) as e:
-            list(watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=old,
-                                      timeout_seconds=5))  # fmt: skip
+            list(
+                watch.Watch().stream(
+                    core.list_namespaced_config_map, "default", resource_version=old, timeout_seconds=5
+                )
+            )
     assert 410 == e.value.status
 
 
@@ -129,11 +157,15 @@ def test_410_mid_watch(sim: KubeSimulator, core: client.CoreV1Api) -> None:
     rv = core.create_namespaced_config_map("default", {"metadata": {"name": "a"}}).metadata.resource_version
     core.create_namespaced_config_map("default", {"metadata": {"name": "b"}})
     seen: list[str] = []
-    with pytest.raises(ApiException) as e:
+
+    def consume() -> None:
         for event in watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=rv):
             seen.append(event["raw_object"]["metadata"]["name"])
             if len(seen) == 1:
                 sim.faults.expire_watches()
+
+    with pytest.raises(ApiException) as e:
+        consume()
     assert (410, ["b"]) == (e.value.status, seen)
 
 
@@ -156,6 +188,10 @@ def test_graceful_drop_is_resumed_by_the_client(sim: KubeSimulator, core: client
 def test_abrupt_drop_breaks_the_stream(sim: KubeSimulator, core: client.CoreV1Api) -> None:
     """An abrupt drop cuts the connection mid-body: the client's generator raises a protocol error."""
     core.create_namespaced_config_map("default", {"metadata": {"name": "a"}})
-    with pytest.raises(urllib3.exceptions.ProtocolError):
+
+    def consume() -> None:
         for _event in watch.Watch().stream(core.list_namespaced_config_map, "default", timeout_seconds=10):
             sim.faults.drop_watches(abrupt=True)
+
+    with pytest.raises(urllib3.exceptions.ProtocolError):
+        consume()
