@@ -11,9 +11,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from provisioner.testworld.kube_sim.objects import now_rfc3339
 from provisioner.testworld.kube_sim.resources import by_plural
 from provisioner.testworld.kube_sim.status import ApiError
-from provisioner.testworld.kube_sim.store import Store, now_rfc3339
+from provisioner.testworld.kube_sim.store import Store
 from provisioner.testworld.kube_sim.watchers import DELETED, Change
 
 Obj = dict[str, Any]

@@ -20,9 +20,10 @@ from kubernetes import client as k8s
 from provisioner.testworld.kube_sim.controllers import ClusterControllers, admit_defaults, resolve_enabled
 from provisioner.testworld.kube_sim.faults import Faults, RequestRecord
 from provisioner.testworld.kube_sim.http import ApiContext, SimServer
+from provisioner.testworld.kube_sim.objects import clone
 from provisioner.testworld.kube_sim.resources import BY_KEY, RESOURCES, ResourceType
 from provisioner.testworld.kube_sim.snapshots import Snapshotter
-from provisioner.testworld.kube_sim.store import Store, clone
+from provisioner.testworld.kube_sim.store import Store
 from provisioner.testworld.kube_sim.watchers import END
 
 Obj = dict[str, Any]
