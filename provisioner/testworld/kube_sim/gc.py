@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from provisioner.testworld.kube_sim.resources import BY_KEY, ResourceType
+from provisioner.testworld.kube_sim.resources import BY_KEY, RESOURCES, ResourceType
 from provisioner.testworld.kube_sim.status import ApiError
 from provisioner.testworld.kube_sim.store import Store
 from provisioner.testworld.kube_sim.watchers import DELETED, Change
@@ -53,6 +53,8 @@ class GarbageCollector:
         for uid in after - before:
             self._dependents.setdefault(uid, set()).add(dep)
         if change.type == DELETED:
+            if rt.key == "core/namespaces":
+                self._empty_namespace(meta["name"])
             for owner_uid in _owner_uids(new):
                 self._check_foreground_owner(owner_uid)
             for child in list(self._dependents.get(meta["uid"], ())):
@@ -66,6 +68,13 @@ class GarbageCollector:
                 self._orphan(rt, new)
             if FOREGROUND in finalizers:
                 self._foreground(rt, new)
+
+    def _empty_namespace(self, namespace: str) -> None:
+        """The namespace controller's job, simplified: a deleted namespace's objects are deleted too."""
+        for rt in RESOURCES:
+            if rt.namespaced:
+                for obj in self._store.objects(rt, namespace):
+                    self._delete(rt, namespace, obj["metadata"]["name"], "Background")
 
     def _owner_alive(self, dependent_ns: str, ref: Obj) -> bool:
         found = self._store.by_uid(ref.get("uid", ""))

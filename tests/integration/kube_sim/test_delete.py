@@ -176,3 +176,12 @@ def test_orphan_deletion_keeps_dependents(sim: KubeSimulator, core: client.CoreV
     assert None is sim.get("pv", "", "pv1")
     assert secret is not None
     assert None is secret["metadata"].get("ownerReferences")
+
+
+def test_namespace_deletion_deletes_its_objects(sim: KubeSimulator, core: client.CoreV1Api) -> None:
+    """Deleting a namespace deletes the objects in it."""
+    core.create_namespace({"metadata": {"name": "tmp"}})
+    core.create_namespaced_secret("tmp", {"metadata": {"name": "s"}})
+    core.delete_namespace("tmp")
+    sim.wait_idle()
+    assert [] == sim.list("secrets", "tmp")

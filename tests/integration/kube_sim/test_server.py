@@ -123,3 +123,35 @@ def test_burst_of_claims_binds_quickly() -> None:
         ]
     assert 1000 == len(bound)
     assert elapsed < 20, elapsed
+
+
+def test_custom_objects_list_and_watch(sim: KubeSimulator, custom: client.CustomObjectsApi) -> None:
+    """VolumeSnapshots are served through CustomObjectsApi, including watch."""
+    from kubernetes import watch
+
+    body = {"apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot", "metadata": {"name": "x"},
+            "spec": {"source": {"persistentVolumeClaimName": "c"}}}  # fmt: skip
+    created = custom.create_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", "default", "volumesnapshots", body
+    )
+    w = watch.Watch()
+    stream = w.stream(custom.list_cluster_custom_object, "snapshot.storage.k8s.io", "v1", "volumesnapshots",
+                      timeout_seconds=5)  # fmt: skip
+    first = next(iter(stream))
+    w.stop()
+    listed = custom.list_namespaced_custom_object(
+        "snapshot.storage.k8s.io", "v1", "default", "volumesnapshots"
+    )
+    assert ("ADDED", "x") == (first["type"], first["object"]["metadata"]["name"])
+    assert [created["metadata"]["uid"]] == [i["metadata"]["uid"] for i in listed["items"]]
+    assert "VolumeSnapshot" == listed["items"][0]["kind"]
+
+
+def test_dynamic_client_discovers_resources(api: client.ApiClient) -> None:
+    """The official DynamicClient finds kinds through discovery."""
+    from kubernetes import dynamic
+
+    dyn = dynamic.DynamicClient(api)
+    pvcs = dyn.resources.get(api_version="v1", kind="PersistentVolumeClaim")
+    snaps = dyn.resources.get(api_version="snapshot.storage.k8s.io/v1", kind="VolumeSnapshot")
+    assert ([], []) == (pvcs.get(namespace="default").items, snaps.get(namespace="default").items)
