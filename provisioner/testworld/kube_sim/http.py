@@ -329,7 +329,10 @@ class Handler(BaseHTTPRequestHandler):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         predicate = self._predicate(route, query)
         bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True")
-        timeout = float(query["timeoutSeconds"]) if query.get("timeoutSeconds") else ctx.watch_timeout
+        try:
+            timeout = float(query.get("timeoutSeconds") or 0) or ctx.watch_timeout
+        except ValueError as e:
+            raise errors.bad_request("timeoutSeconds must be a number") from e
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
