@@ -179,7 +179,12 @@ class Handler(BaseHTTPRequestHandler):
         is_watch = method == "GET" and query.get("watch", "") in ("1", "true", "True")
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status = 500
+
+        def record(status: int) -> None:  # before the response is sent, so clients see it in the log
+            ctx.faults.record(
+                RequestRecord(method=method, path=url.path, query=url.query, status=status, watch=is_watch)
+            )
+
         try:
             latency, fault = ctx.faults.before_request(method, url.path, is_watch)
             if latency:
@@ -187,22 +192,17 @@ class Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 raise fault
             if is_watch:
-                status = 200
-                ctx.faults.record(
-                    RequestRecord(method=method, path=url.path, query=url.query, status=200, watch=True)
-                )
-                self._watch(url.path, query)
+                self._watch(url.path, query, lambda: record(200))
                 return
             status, body = self._handle(method, url.path, query, raw)
+            record(status)
             self._send(status, body)
         except errors.ApiError as e:
-            status = e.code
+            record(e.code)
             headers = {"Retry-After": str(e.retry_after)} if e.retry_after is not None else {}
             self._send(e.code, e.status_body(), headers)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        if not is_watch:
-            ctx.faults.record(RequestRecord(method=method, path=url.path, query=url.query, status=status))
 
     def _send(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = _dumps(body)
@@ -322,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
 
     # --- watch -------------------------------------------------------------------------------------------
 
-    def _watch(self, path: str, query: dict[str, str]) -> None:
+    def _watch(self, path: str, query: dict[str, str], on_start: Callable[[], None]) -> None:
         ctx = self.server.ctx
         route = parse_route(path)
         if not isinstance(route, Route) or route.name is not None:
@@ -333,6 +333,7 @@ class Handler(BaseHTTPRequestHandler):
             timeout = float(query.get("timeoutSeconds") or 0) or ctx.watch_timeout
         except ValueError as e:
             raise errors.bad_request("timeoutSeconds must be a number") from e
+        on_start()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
