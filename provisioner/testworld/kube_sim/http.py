@@ -56,6 +56,7 @@ class SimServer(ThreadingHTTPServer):
 
     daemon_threads = False
     block_on_close = True
+    request_queue_size = 128  # the default backlog of 5 refuses connections under a controller's burst
 
     def __init__(self, ctx: ApiContext) -> None:
         self.ctx = ctx
