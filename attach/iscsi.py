@@ -5,15 +5,17 @@ earlier volume would otherwise log in with old credentials. An existing session 
 ("session exists") is success. The LUN is found via sysfs under the session (udev and by-path links may
 never appear), with SCSI host rescans at configured times and a WWID check when the PV carries one.
 ``iscsiadm`` is serialized per portal+IQN, and a target is logged out only when no other staged volume on
-this node still uses it. The CHAP password must travel in ``iscsiadm --op update`` argv (there is no other
-interface); the runner redacts it from logs and errors.
+this node still uses it through the same iface. Every node command names its iface (``--interface``): the
+PV's ``iscsiInterface``, or the dedicated iface carrying the PV's initiator name (``iscsi_iface``), so a
+login, a reused session and a logout always belong to the same initiator. The CHAP password must travel in
+``iscsiadm --op update`` argv (there is no other interface); the runner redacts it from logs and errors.
 """
 
 from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,16 @@ from attach.errors import (
     InvalidRequest,
     RetryableAttachError,
     WrongDevice,
+)
+from attach.iscsi_iface import (
+    IfaceRecords,
+    Session,
+    check_names,
+    iface_for,
+    normalize_portal,
+    parse_session_tree,
+    session_keys,
+    session_matches,
 )
 from attach.runner import Result, Runner
 from attach.settings import Settings
@@ -68,15 +80,6 @@ _SESSION_LINE = re.compile(r"^\S+:\s+\[(\d+)\]\s+(\S+?),\d+\s+(\S+)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Session:
-    """One line of ``iscsiadm -m session``."""
-
-    sid: str
-    portal: str
-    iqn: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class IscsiAttachment:
     """The device to use, the SCSI disks behind it and the multipath device when there is one."""
 
@@ -97,17 +100,13 @@ def error_for(result: Result, what: str) -> AttachError:
 
 
 def parse_sessions(text: str) -> list[Session]:
-    """Parse ``iscsiadm -m session`` output; ``ip:port`` keeps IPv6 brackets as printed."""
+    """Parse flat ``iscsiadm -m session`` output (no iface data: the agent itself reads ``-P 1``)."""
     sessions = []
     for line in text.splitlines():
         m = _SESSION_LINE.match(line.strip())
         if m:
             sessions.append(Session(sid=m.group(1), portal=m.group(2), iqn=m.group(3)))
     return sessions
-
-
-def _normalize_portal(portal: str) -> str:
-    return portal if re.search(r":\d+$", portal) else f"{portal}:3260"
 
 
 def normalize_wwid(wwid: str) -> str:
@@ -138,13 +137,14 @@ class Iscsi:
         self._devices = devices
         self._clock = clock
         self._sleep = sleep
+        self._ifaces = IfaceRecords(adm=self._adm, fail=error_for, locks=locks)
 
     # --- iscsiadm --------------------------------------------------------------------------------------
 
-    def _adm(self, args: list[str], *, secrets: tuple[str, ...] = ()) -> Result:
+    def _adm(self, args: list[str], *, secrets: tuple[str, ...] = (), retry_db_errors: bool = True) -> Result:
         """Run iscsiadm; a node database error (6) is retried a few times right away."""
         result = self._runner.run(["iscsiadm", *args], secrets=secrets)
-        for _ in range(3):
+        for _ in range(3 if retry_db_errors else 0):
             if result.returncode != EXIT_DB_ERROR:
                 break
             self._sleep(self._settings.poll_interval)
@@ -152,68 +152,75 @@ class Iscsi:
         return result
 
     @staticmethod
-    def _node(path: IscsiPath) -> list[str]:
-        return ["-m", "node", "-T", path.iqn, "-p", _normalize_portal(path.portal)]
+    def _node(path: IscsiPath, iface: str) -> list[str]:
+        return ["-m", "node", "-T", path.iqn, "-p", normalize_portal(path.portal), "--interface", iface]
 
-    def _update(self, path: IscsiPath, name: str, value: str, *, secret: bool = False) -> None:
+    def _update(self, path: IscsiPath, iface: str, name: str, value: str, *, secret: bool = False) -> None:
         result = self._adm(
-            [*self._node(path), "--op", "update", "-n", name, "-v", value],
+            [*self._node(path, iface), "--op", "update", "-n", name, "-v", value],
             secrets=(value,) if secret else (),
         )
         if result.returncode != 0:
             raise error_for(result, f"update {name}")
 
     def sessions(self) -> list[Session]:
-        result = self._adm(["-m", "session"])
+        """Current sessions with their iface and initiator name (``iscsiadm -m session -P 1``)."""
+        result = self._adm(["-m", "session", "-P", "1"])
         if result.returncode in (EXIT_NO_RECORDS, EXIT_NO_SESSION):
             return []
         if result.returncode != 0:
             raise error_for(result, "list sessions")
-        return parse_sessions(result.stdout)
+        return parse_session_tree(result.stdout)
 
-    def _session_for(self, path: IscsiPath) -> Session | None:
-        portal = _normalize_portal(path.portal)
+    def _session_for(self, target: IscsiTarget, path: IscsiPath, iface: str) -> Session | None:
+        """A session to ``path`` through ``iface`` as the PV's initiator; another initiator's is no use."""
+        portal = normalize_portal(path.portal)
         for s in self.sessions():
-            if s.iqn == path.iqn and s.portal == portal:
+            if session_matches(s, portal=portal, iqn=path.iqn, iface=iface, initiator=target.initiator_name):
                 return s
         return None
 
-    def login(self, target: IscsiTarget, path: IscsiPath, secrets: Mapping[str, str]) -> Session:
-        """Ensure the node record (with fresh CHAP) and a session to ``path``; return the session."""
-        with self._locks.target(f"{_normalize_portal(path.portal)},{path.iqn}"):
-            show = self._adm(self._node(path))
+    def login(self, target: IscsiTarget, path: IscsiPath, secrets: Mapping[str, str], iface: str) -> Session:
+        """Ensure the node record (with fresh CHAP) and a session to ``path`` via ``iface``; return it."""
+        with self._locks.target(f"{normalize_portal(path.portal)},{path.iqn}"):
+            show = self._adm(self._node(path, iface))
             if show.returncode in (EXIT_NO_RECORDS, EXIT_OLD_NOT_FOUND):
-                new = self._adm([*self._node(path), "--interface", target.iscsi_interface, "--op", "new"])
+                new = self._adm([*self._node(path, iface), "--op", "new"])
                 if new.returncode != 0:
                     raise error_for(new, "create node record")
             elif show.returncode != 0:
                 raise error_for(show, "show node record")
-            self._update(path, "node.session.scan", "manual")
+            self._update(path, iface, "node.session.scan", "manual")
             if target.chap_session:
                 user, password = _pair(secrets, SECRET_SESSION_USER, SECRET_SESSION_PASSWORD)
-                self._update(path, "node.session.auth.authmethod", "CHAP")
-                self._update(path, "node.session.auth.username", user)
-                self._update(path, "node.session.auth.password", password, secret=True)
+                self._update(path, iface, "node.session.auth.authmethod", "CHAP")
+                self._update(path, iface, "node.session.auth.username", user)
+                self._update(path, iface, "node.session.auth.password", password, secret=True)
             else:
-                self._update(path, "node.session.auth.authmethod", "None")
+                self._update(path, iface, "node.session.auth.authmethod", "None")
             if target.chap_discovery:
                 self._discover_with_chap(path, secrets)
-            session = self._session_for(path)
+            session = self._session_for(target, path, iface)
             if session is None:
-                result = self._adm([*self._node(path), "--login"])
+                result = self._adm([*self._node(path, iface), "--login"])
                 if result.returncode not in (0, EXIT_SESSION_EXISTS):
-                    raise error_for(result, f"login to {path.iqn} at {path.portal}")
-                session = self._session_for(path)
+                    who = target.initiator_name or "the host's initiator"
+                    raise error_for(result, f"login to {path.iqn} at {path.portal} as {who} via {iface}")
+                session = self._session_for(target, path, iface)
                 if session is None:
-                    raise RetryableAttachError(f"login to {path.iqn} reported success but no session")
+                    raise RetryableAttachError(
+                        f"login to {path.iqn} via {iface} reported success but no session"
+                    )
             else:
-                log.info("iscsi_session_reused", iqn=path.iqn, portal=path.portal, sid=session.sid)
-            self._update(path, "node.startup", "manual")
+                log.info(
+                    "iscsi_session_reused", iqn=path.iqn, portal=path.portal, sid=session.sid, iface=iface
+                )
+            self._update(path, iface, "node.startup", "manual")
             return session
 
     def _discover_with_chap(self, path: IscsiPath, secrets: Mapping[str, str]) -> None:
         user, password = _pair(secrets, SECRET_DISCOVERY_USER, SECRET_DISCOVERY_PASSWORD)
-        portal = _normalize_portal(path.portal)
+        portal = normalize_portal(path.portal)
         base = ["-m", "discoverydb", "-t", "sendtargets", "-p", portal]
         new = self._adm([*base, "--op", "new"])
         if new.returncode not in (0, EXIT_SESSION_EXISTS):
@@ -311,11 +318,13 @@ class Iscsi:
 
     def attach(self, target: IscsiTarget, secrets: Mapping[str, str]) -> IscsiAttachment:
         """Log in on every path, find the LUN on each, check the WWID, prefer a multipath device."""
+        check_names(target)
+        iface = self._ifaces.ensure(target)
         names: list[str] = []
         errors: list[AttachError] = []
         for path in target.paths:
             try:
-                session = self.login(target, path, secrets)
+                session = self.login(target, path, secrets, iface)
                 name = self.wait_lun(session.sid, path.lun)
             except (RetryableAttachError, FinalAttachError) as e:
                 if len(target.paths) == 1 or isinstance(e, AuthFailed):
@@ -349,9 +358,13 @@ class Iscsi:
         *,
         scsi_devices: tuple[str, ...],
         multipath_device: str,
-        in_use_elsewhere: Callable[[str, str], bool],
+        others: Callable[[], Iterable[IscsiTarget]],
     ) -> None:
-        """Flush and delete the SCSI disks, then log out of targets no other staged volume uses."""
+        """Flush and delete the SCSI disks, log out of sessions and drop the iface no other volume uses.
+
+        ``others`` lists the other staged iSCSI volumes; it is read under each target's lock (a stage
+        stashes its volume before it logs in under that lock), so a logout never races a new user.
+        """
         dev_root = self._settings.dev_root
         if multipath_device:
             self._runner.run(["multipath", "-f", str(dev_root / multipath_device)]).check()
@@ -360,23 +373,26 @@ class Iscsi:
             delete = self._settings.sysfs_root / "block" / name / "device" / "delete"
             if delete.exists():
                 delete.write_text("1")
+        iface = iface_for(target)
         for path in target.paths:
-            portal = _normalize_portal(path.portal)
-            if in_use_elsewhere(portal, path.iqn):
-                log.info("iscsi_logout_skipped_in_use", iqn=path.iqn, portal=portal)
-                continue
+            portal = normalize_portal(path.portal)
             with self._locks.target(f"{portal},{path.iqn}"):
-                out = self._adm([*self._node(path), "--logout"])
+                if (portal, path.iqn, iface) in session_keys(others()):
+                    log.info("iscsi_logout_skipped_in_use", iqn=path.iqn, portal=portal, iface=iface)
+                    continue
+                out = self._adm([*self._node(path, iface), "--logout"])
                 if out.returncode not in (0, EXIT_NO_RECORDS, EXIT_NO_SESSION):
                     raise error_for(out, f"logout from {path.iqn}")
-                gone = self._adm([*self._node(path), "--op", "delete"])
+                gone = self._adm([*self._node(path, iface), "--op", "delete"])
                 if gone.returncode not in (0, EXIT_NO_RECORDS, EXIT_OLD_NOT_FOUND):
                     raise error_for(gone, f"delete node record {path.iqn}")
+        self._ifaces.release(target, others=others)
 
     def rescan_sessions(self, target: IscsiTarget) -> None:
         """Ask each session to rescan its LUNs (after a Cinder extend)."""
+        iface = iface_for(target)
         for path in target.paths:
-            session = self._session_for(path)
+            session = self._session_for(target, path, iface)
             if session is not None:
                 result = self._adm(["-m", "session", "-r", session.sid, "--rescan"])
                 if result.returncode != 0:
@@ -388,8 +404,3 @@ def _pair(secrets: Mapping[str, str], user_key: str, password_key: str) -> tuple
     if not user or not password:
         raise InvalidRequest(f"CHAP is enabled but the node stage secret lacks {user_key} / {password_key}")
     return user, password
-
-
-def portal_key(path: IscsiPath) -> tuple[str, str]:
-    """(normalized portal, iqn) — what decides whether a logout affects another volume."""
-    return _normalize_portal(path.portal), path.iqn

@@ -19,7 +19,8 @@ import structlog
 
 from attach.devices import DEFAULT_FS, Devices, size_bytes
 from attach.errors import FinalAttachError, InvalidRequest, NotFound
-from attach.iscsi import Iscsi, portal_key
+from attach.iscsi import Iscsi
+from attach.iscsi_iface import check_names
 from attach.mount import Mounter
 from attach.rbd import Rbd
 from attach.stash import PHASE_STAGED, Locks, StashRecord, StashStore
@@ -99,6 +100,8 @@ class NodeOps:
         _require(req.volume_id, "volume_id")
         _require(req.staging_path, "staging_target_path")
         target = _decode(req.attributes)
+        if isinstance(target, IscsiTarget):
+            check_names(target)  # an unusable initiator/iface name is refused before anything is stashed
         with self._locks.volume(req.volume_id):
             record = self._stash.read(req.volume_id)
             if (
@@ -192,21 +195,25 @@ class NodeOps:
             log.info("unstaged", volume_id=volume_id)
 
     def _detach_iscsi(self, record: StashRecord, target: IscsiTarget) -> None:
-        others: set[tuple[str, str]] = set()
-        for other in self._stash.all():
-            if other.volume_id == record.volume_id:
-                continue
-            try:
-                other_target = decode(other.attributes)
-            except InvalidInput:
-                continue
-            if isinstance(other_target, IscsiTarget):
-                others.update(portal_key(p) for p in other_target.paths)
+        def others() -> list[IscsiTarget]:
+            """The other stashed iSCSI volumes, read afresh each time (called under iscsi's locks)."""
+            found = []
+            for other in self._stash.all():
+                if other.volume_id == record.volume_id:
+                    continue
+                try:
+                    other_target = decode(other.attributes)
+                except InvalidInput:
+                    continue
+                if isinstance(other_target, IscsiTarget):
+                    found.append(other_target)
+            return found
+
         self._iscsi.detach(
             target,
             scsi_devices=record.scsi_devices,
             multipath_device=record.multipath_device,
-            in_use_elsewhere=lambda portal, iqn: (portal, iqn) in others,
+            others=others,
         )
 
     # --- publish ---------------------------------------------------------------------------------------

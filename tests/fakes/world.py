@@ -141,6 +141,18 @@ class FakeWorld:
     def iscsi_sessions(self) -> list[dict[str, Any]]:
         return list(self.state().get("iscsi", {}).get("sessions", []))
 
+    def iscsi_ifaces(self) -> dict[str, dict[str, str]]:
+        """iface records iscsiadm stores (the built-in ``default`` and ``iser`` are not listed)."""
+        return dict(self.state().get("iscsi", {}).get("ifaces", {}))
+
+    def add_iscsi_iface(self, name: str, **settings: str) -> None:
+        """An iface the node's admin configured, e.g. ``add_iscsi_iface("iface0", net_ifacename="eth1")``."""
+        state = self.state()
+        record = {"iface.iscsi_ifacename": name, "iface.transport_name": "tcp"}
+        record.update({f"iface.{k}": v for k, v in settings.items()})
+        state.setdefault("iscsi", {}).setdefault("ifaces", {})[name] = record
+        (self.world / "state.json").write_text(json.dumps(state))
+
     def mounts_under(self, path: Path) -> list[str]:
         table = self.mountinfo if self.settings_values["mountinfo"] != "/proc/self/mountinfo" else None
         text = table.read_text() if table else Path("/proc/self/mountinfo").read_text()

@@ -79,7 +79,7 @@ def test_login_stage_unstage_logs_out_and_deletes_record(world: FakeWorld) -> No
 def test_record_settings_scan_and_startup_manual(world: FakeWorld) -> None:
     """The node record gets node.session.scan=manual and node.startup=manual (automatic hangs boots)."""
     world.ops().stage(request(world))
-    settings = world.state()["iscsi"]["records"][f"{IQN}|{PORTAL}"]["settings"]
+    settings = world.state()["iscsi"]["records"][f"{IQN}|{PORTAL}|default"]["settings"]
     assert ("manual", "manual", "None") == (
         settings["node.session.scan"],
         settings["node.startup"],
@@ -107,6 +107,8 @@ def test_session_chap_password_only_in_update_argv_and_never_logged(world: FakeW
             IQN,
             "-p",
             PORTAL,
+            "--interface",
+            "default",
             "--op",
             "update",
             "-n",
@@ -227,7 +229,7 @@ def test_show_exit_255_old_not_found_creates_record(world: FakeWorld) -> None:
     world.set(fail={"iscsiadm:show": [255]})
     world.ops().stage(request(world))
     new = [a for a in world.calls("iscsiadm") if "new" in a]
-    assert ["--interface", "default", "--op", "new"] == new[0][-4:]
+    assert ["-m", "node", "-T", IQN, "-p", PORTAL, "--interface", "default", "--op", "new"] == new[0]
 
 
 def test_logout_no_session_codes_are_success(world: FakeWorld) -> None:
@@ -307,7 +309,7 @@ def test_multipath_with_one_dead_path_uses_the_other(world: FakeWorld) -> None:
 def test_ipv4_portal_without_port_gets_3260(world: FakeWorld) -> None:
     """A portal without a port is addressed as ip:3260."""
     world.ops().stage(request(world, attributes=attrs(("10.0.0.5", IQN, 1))))
-    assert ["-m", "node", "-T", IQN, "-p", PORTAL] == world.calls("iscsiadm")[0]
+    assert ["-m", "node", "-T", IQN, "-p", PORTAL, "--interface", "default"] == world.calls("iscsiadm")[0]
 
 
 def test_stage_after_reboot_logs_in_again(world: FakeWorld) -> None:
@@ -340,7 +342,7 @@ def test_stale_chap_in_existing_record_is_rewritten(world: FakeWorld) -> None:
         "node.session.auth.username": "old",
         "node.session.auth.password": "old",
     }
-    records = {f"{IQN}|{PORTAL}": {"iqn": IQN, "portal": PORTAL, "iface": "default", "settings": stale}}
+    records = {f"{IQN}|{PORTAL}|default": {"iqn": IQN, "portal": PORTAL, "iface": "default", "settings": stale}}
     (world.world / "state.json").write_text(json.dumps({"iscsi": {"records": records}}))
     secrets = {"node.session.auth.username": USER, "node.session.auth.password": PASSWORD}
     world.ops().stage(request(world, attributes=attrs(chap_session=True), secrets=secrets))
