@@ -81,6 +81,8 @@ class Hint:
     error_volumes: int = 0
     started: float = field(default_factory=time.monotonic)
     deadline_warned: bool = False
+    #: monotonic time of the next due Cinder poll: events before it (our own patches, resyncs) do not poll
+    next_poll_at: float = 0.0
 
 
 class Hints:
@@ -152,4 +154,11 @@ class Context:
         """Polling interval for a Cinder status wait: grows x1.5 from the initial value to the cap."""
         delay = min(self.settings.poll_max_seconds, self.settings.poll_initial_seconds * (1.5**hint.polls))
         hint.polls += 1
+        hint.next_poll_at = self.clock() + delay
         return delay
+
+    def poll_not_due(self, hint: Hint) -> float:
+        """Seconds until this claim's next Cinder poll is due (0 = poll now)."""
+        if hint.volume_id is None:
+            return 0.0
+        return max(0.0, hint.next_poll_at - self.clock())

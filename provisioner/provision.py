@@ -114,6 +114,8 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
     hint = ctx.hints.get(uid)
     if (wait := ctx.cloud_wait(params.cloud)) > 0:
         return requeue(wait, "rate_limited")
+    if (wait := ctx.poll_not_due(hint)) > 0 and ours_finalizer:
+        return requeue(wait, "poll_not_due")  # woken by an event that changes nothing Cinder-side
     try:
         cinder = ctx.cinder(params.cloud)
         volume = _lookup(ctx, cinder, pv_name, hint)

@@ -118,6 +118,8 @@ class KubeAdapter:
         self._bucket = TokenBucket(qps=qps, burst=burst)
         self._timeout = request_timeout
         self._watches: set[Any] = set()
+        #: requests sent by method (benchmarks and tests read it)
+        self.requests_by_method: dict[str, int] = {}
         self._watch_lock = threading.Lock()
 
     def close(self) -> None:
@@ -162,6 +164,7 @@ class KubeAdapter:
         stream: bool = False,
     ) -> Any:
         self._bucket.acquire()
+        self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
             method_, url, headers_, body_, _ = self._api.param_serialize(

@@ -112,6 +112,8 @@ def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any
             time.sleep(0.02)
         wall = time.monotonic() - t0
         cpu = _cpu() - cpu0
+        calls = _cinder_calls(replica)
+        kube_calls = dict(replica.kube.requests_by_method)
         replica.terminate()
         kube.close()
     finally:
@@ -128,7 +130,19 @@ def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any
         "wall_s": round(wall, 2),
         "efficiency": round(bound / wall, 3),
         "controller_cpu_ms_per_pvc": round(cpu * 1000 / n, 3),
+        "cinder_calls_per_pvc": {k: round(v / n, 2) for k, v in sorted(calls.items())},
+        "kube_requests_per_pvc": {k: round(v / n, 2) for k, v in sorted(kube_calls.items())},
     }
+
+
+def _cinder_calls(replica: Replica) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in replica.metrics.cinder_request_seconds.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_count"):
+                op = sample.labels["operation"]
+                out[op] = out.get(op, 0.0) + sample.value
+    return out
 
 
 def cache_memory(count: int = 10_000) -> dict[str, Any]:
