@@ -342,7 +342,8 @@ def test_stale_chap_in_existing_record_is_rewritten(world: FakeWorld) -> None:
         "node.session.auth.username": "old",
         "node.session.auth.password": "old",
     }
-    records = {f"{IQN}|{PORTAL}|default": {"iqn": IQN, "portal": PORTAL, "iface": "default", "settings": stale}}
+    record = {"iqn": IQN, "portal": PORTAL, "iface": "default", "settings": stale}
+    records = {f"{IQN}|{PORTAL}|default": record}
     (world.world / "state.json").write_text(json.dumps({"iscsi": {"records": records}}))
     secrets = {"node.session.auth.username": USER, "node.session.auth.password": PASSWORD}
     world.ops().stage(request(world, attributes=attrs(chap_session=True), secrets=secrets))
