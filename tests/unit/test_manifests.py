@@ -9,9 +9,11 @@ and the StorageClasses pass the provisioner's own parameter parser.
 The loader (``build``) is a deliberately tiny kustomize: ``resources`` (files and directories, recursively),
 ``namespace``, ``images`` and ``replicas`` — the only fields used under ``manifests/``. Any other field is an
 error here, so a manifest change that needs more of kustomize cannot silently build differently.
-Semantics follow kustomize v5: the namespace goes on every namespaced object, renames ``Namespace`` objects,
-and moves (Cluster)RoleBinding subjects that refer to a ServiceAccount of the build (its nameReference
-transformer) or are named ``default``; images match by name without tag/digest.
+Semantics follow kustomize v5 (checked against ``kubectl kustomize`` when kubectl is installed): the
+namespace goes on every namespaced object and renames ``Namespace`` objects; (Cluster)RoleBinding subjects
+named ``default`` get it too; a ServiceAccount subject *without* a namespace gets its account's final
+namespace (nameReference) — one written out is left alone, even by an overlay; images match by name
+without tag/digest.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import copy
 import http.client
 import inspect
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,6 +57,15 @@ WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet"}
 
 def build(directory: Path) -> list[Obj]:
     """The objects ``kubectl kustomize directory`` prints (for the fields documented above)."""
+    objs = _build(directory)
+    accounts = {o["metadata"]["name"]: o["metadata"].get("namespace") for o in objs if _is_sa(o)}
+    for subject in _subjects(objs):
+        if subject["kind"] == "ServiceAccount" and "namespace" not in subject:
+            subject["namespace"] = accounts[subject["name"]]
+    return objs
+
+
+def _build(directory: Path) -> list[Obj]:
     spec = yaml.safe_load((directory / "kustomization.yaml").read_text(encoding="utf-8"))
     unknown = set(spec) - KUSTOMIZATION_FIELDS
     if unknown:
@@ -61,7 +74,7 @@ def build(directory: Path) -> list[Obj]:
     for entry in spec.get("resources") or []:
         path = (directory / entry).resolve()
         if path.is_dir():
-            objs.extend(build(path))
+            objs.extend(_build(path))
         else:
             objs.extend(d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d)
     if spec.get("namespace"):
@@ -81,7 +94,6 @@ def build(directory: Path) -> list[Obj]:
 
 
 def _set_namespace(objs: list[Obj], namespace: str) -> None:
-    old_accounts = {(o["metadata"]["name"], o["metadata"].get("namespace")) for o in objs if _is_sa(o)}
     for o in objs:
         if o["kind"] == "Namespace":
             o["metadata"]["name"] = namespace
@@ -89,14 +101,13 @@ def _set_namespace(objs: list[Obj], namespace: str) -> None:
             o["metadata"]["namespace"] = namespace
         elif o["kind"] not in CLUSTER_SCOPED:
             raise ValueError(f"unknown scope of kind {o['kind']}: add it to NAMESPACED or CLUSTER_SCOPED")
-    for o in objs:
-        for subject in o.get("subjects") or [] if o["kind"] in ("RoleBinding", "ClusterRoleBinding") else []:
-            ours = any(
-                subject["name"] == name and subject.get("namespace") in (None, ns)
-                for name, ns in old_accounts
-            )
-            if subject["kind"] == "ServiceAccount" and (ours or subject["name"] == "default"):
-                subject["namespace"] = namespace
+    for subject in _subjects(objs):
+        if subject["name"] == "default":
+            subject["namespace"] = namespace
+
+
+def _subjects(objs: list[Obj]) -> list[Obj]:
+    return [s for o in objs if o["kind"] in ("RoleBinding", "ClusterRoleBinding") for s in o["subjects"]]
 
 
 def _is_sa(o: Obj) -> bool:
@@ -237,6 +248,24 @@ def test_every_object_is_valid_for_supported_kubernetes(bundle: Bundle) -> None:
     assert len(bundle.objs) >= 15
     for obj in bundle.objs:
         assert_valid(obj)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with built-in kustomize) not installed")
+@pytest.mark.parametrize("name", sorted(KUSTOMIZATIONS))
+def test_loader_builds_what_kubectl_kustomize_builds(name: str) -> None:
+    """Where kubectl exists, ``kubectl kustomize`` prints exactly the objects the offline loader builds."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(KUSTOMIZATIONS[name])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+
+    def by_id(objs: list[Obj]) -> dict[tuple[str, str, str], Obj]:
+        return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
+
+    assert by_id([o for o in yaml.safe_load_all(out) if o]) == by_id(build(KUSTOMIZATIONS[name]))
 
 
 def test_loader_refuses_kustomize_features_it_does_not_implement(tmp_path: Path) -> None:
