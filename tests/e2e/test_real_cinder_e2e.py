@@ -11,7 +11,7 @@ import pytest
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.testworld.kube_sim import KubeSimulator
 from tests.e2e.test_provisioning import CASES, check_provision_and_delete
-from tests.e2e.world import World
+from tests.e2e.world import World, assert_written_objects_valid
 
 pytestmark = pytest.mark.cinder_real
 
@@ -35,7 +35,10 @@ def real_world(real_cinder: object) -> Iterator[World]:
         kube = KubeAdapter(sim.configuration(), qps=500, burst=500)
         stack.callback(kube.close)
         cloud = {"auth_type": "noauth", "auth": {"endpoint": handle.url, "token": handle.token}}  # type: ignore[attr-defined]
-        yield World(sim=sim, cloud=cloud, kube=kube, stack=stack)
+        world = World(sim=sim, cloud=cloud, kube=kube, stack=stack)
+        yield world
+        world.stop_replicas()
+        assert_written_objects_valid(sim)
 
 
 @pytest.mark.parametrize(("sc_name", "params", "source_key"), CASES, ids=[c[0] for c in CASES])

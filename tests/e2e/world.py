@@ -61,6 +61,11 @@ class World:
         assert replica.leading.wait(15), "replica did not become leader"
         return replica
 
+    def stop_replicas(self) -> None:
+        """Terminate every replica (flushes their events) before the world is inspected."""
+        for replica in self.replicas:
+            replica.terminate()
+
     @property
     def cinder(self) -> Any:
         return next(iter(self.replicas[0].controller.ctx.clouds.values()))
@@ -168,4 +173,21 @@ def emulator_world(**emu_kwargs: Any) -> Iterator[World]:
         }
         kube = KubeAdapter(sim.configuration(), qps=500, burst=500)
         stack.callback(kube.close)
-        yield World(sim=sim, cloud=cloud, kube=kube, stack=stack, emu=emu)
+        world = World(sim=sim, cloud=cloud, kube=kube, stack=stack, emu=emu)
+        yield world
+        world.stop_replicas()
+        assert_written_objects_valid(sim)
+
+
+KINDS = {"persistentvolumes": "PersistentVolume", "secrets": "Secret", "events": "Event"}
+
+
+def assert_written_objects_valid(sim: KubeSimulator) -> None:
+    """Every PV, Secret and Event in the simulator is valid for Kubernetes 1.29 and the newest schema."""
+    from tests.k8s_schema import assert_valid
+
+    for resource, kind in KINDS.items():
+        for obj in sim.list(resource):
+            obj.setdefault("apiVersion", "v1")
+            obj.setdefault("kind", kind)
+            assert_valid(obj)
