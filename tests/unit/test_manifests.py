@@ -199,7 +199,7 @@ def host_path(workload: Obj, c: Obj, path: str) -> str:
         (m for m in c["volumeMounts"] if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")),
         key=lambda m: len(m["mountPath"]),
     )
-    return volumes[best["name"]]["hostPath"]["path"] + path[len(best["mountPath"]) :]
+    return str(volumes[best["name"]]["hostPath"]["path"]) + path[len(best["mountPath"]) :]
 
 
 def mounted_config(bundle: Bundle, tmp_path: Path) -> tuple[ProvisionerConfig, Path]:
@@ -313,7 +313,7 @@ def controller_calls() -> set[tuple[str, str]]:
             if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
                 continue
             resource = node.args[0].value
-            if resource not in RESOURCES:
+            if not isinstance(resource, str) or resource not in RESOURCES:
                 continue
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
