@@ -254,3 +254,20 @@ def test_stale_claim_is_not_reprovisioned_into_a_leak(world: World) -> None:
     assert outcome is not None
     assert [] == world.our_volumes()
     assert [] == [c for c in world.emu.calls() if c.operation == "create_volume"][1:]
+
+
+def test_bad_class_parameter_fails_once_then_recovers_when_class_is_fixed(world: World) -> None:
+    """An unknown class parameter: one Warning naming it, no Cinder call; a fixed class provisions."""
+    world.start_replica()
+    world.create_class("typo", {"tpye": "rbd"})
+    world.create_pvc("data", "typo")
+    wait_for(lambda: any(e["type"] == "Warning" for e in world.events_for("data")), 10, "warning")
+    world.sim.wait_idle()
+    warnings = [e for e in world.events_for("data") if e["type"] == "Warning"]
+    assert 1 == len(warnings)
+    assert "parameters.tpye" in warnings[0]["message"]
+    assert [] == [c for c in world.emu.calls() if c.operation == "create_volume"]
+    # StorageClass parameters are immutable: the admin deletes and recreates the class.
+    world.kube.delete("storageclasses", "typo")
+    world.create_class("typo", {"type": "rbd"})
+    world.wait_bound("data", timeout=20)
