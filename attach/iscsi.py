@@ -199,7 +199,7 @@ class Iscsi:
             else:
                 self._update(path, iface, "node.session.auth.authmethod", "None")
             if target.chap_discovery:
-                self._discover_with_chap(path, secrets)
+                self._discover_with_chap(path, secrets, iface)
             session = self._session_for(target, path, iface)
             if session is None:
                 result = self._adm([*self._node(path, iface), "--login"])
@@ -218,7 +218,7 @@ class Iscsi:
             self._update(path, iface, "node.startup", "manual")
             return session
 
-    def _discover_with_chap(self, path: IscsiPath, secrets: Mapping[str, str]) -> None:
+    def _discover_with_chap(self, path: IscsiPath, secrets: Mapping[str, str], iface: str) -> None:
         user, password = _pair(secrets, SECRET_DISCOVERY_USER, SECRET_DISCOVERY_PASSWORD)
         portal = normalize_portal(path.portal)
         base = ["-m", "discoverydb", "-t", "sendtargets", "-p", portal]
@@ -247,7 +247,9 @@ class Iscsi:
         )
         if update.returncode != 0:
             raise error_for(update, "update discovery CHAP")
-        discover = self._adm([*base, "--discover"])
+        # through the volume's iface: as its initiator, binding found records to it alone (without -I
+        # a sendtargets discovery binds them to every iface in /etc/iscsi/ifaces)
+        discover = self._adm([*base, "--interface", iface, "--discover"])
         if discover.returncode != 0:
             raise error_for(discover, f"discovery at {portal}")
 

@@ -154,7 +154,9 @@ def test_discovery_chap_uses_discoverydb(world: FakeWorld) -> None:
     with capture_logs() as logs:
         world.ops().stage(request(world, attributes=attrs(chap_discovery=True), secrets=secrets))
     calls = world.calls("iscsiadm")
-    assert ["-m", "discoverydb", "-t", "sendtargets", "-p", PORTAL, "--discover"] in calls
+    assert [
+        "-m", "discoverydb", "-t", "sendtargets", "-p", PORTAL, "--interface", "default", "--discover",
+    ] in calls  # fmt: skip
     assert [] == [e for e in logs if DPASSWORD in repr(e)]
 
 
