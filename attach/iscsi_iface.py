@@ -154,7 +154,7 @@ class IfaceRecords:
         base = target.iscsi_interface
         copied: Mapping[str, str] = {}
         if base != DEFAULT_IFACE:
-            shown = self._show(base)
+            shown = self._adm(["-m", "iface", "-I", base])  # it should exist: database errors are retried
             if shown.returncode != 0:
                 raise FinalAttachError(
                     f"iscsiInterface {base} does not exist on this node "

@@ -7,6 +7,7 @@ iface logs in as) is not among them, exactly like a Cinder export made for the p
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,29 @@ def test_rescan_uses_the_session_of_the_dedicated_iface(world: FakeWorld) -> Non
     mine = next(s["sid"] for s in world.iscsi_sessions() if s["initiator"] == INITIATOR)
     ops.expand(volume_id="vol-1", volume_path=req.staging_path)
     assert [["-m", "session", "-r", mine, "--rescan"]] == [a for a in world.calls("iscsiadm") if "-r" in a]
+
+
+def test_concurrent_stages_with_one_initiator_create_one_iface_and_one_session(world: FakeWorld) -> None:
+    """Two volumes staged at once through one agent: the iface is made once and the session is shared."""
+    ops = world.ops()
+    requests = [request(world, "vol-1"), request(world, "vol-2", lun_no=2)]
+    errors: list[BaseException] = []
+
+    def stage(req: StageRequest) -> None:
+        try:
+            ops.stage(req)
+        except BaseException as e:  # reported below; a thread must not swallow it
+            errors.append(e)
+
+    threads = [threading.Thread(target=stage, args=(r,)) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    name = iface_for(target())
+    assert ([], [(name, INITIATOR)], 1, 2) == (
+        errors,
+        sessions(world),
+        len(iface_calls(world, "new")),
+        len(world.stash_files()),
+    )
