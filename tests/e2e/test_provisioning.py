@@ -41,7 +41,15 @@ def check_provision_and_delete(world: World, sc_name: str, params: dict[str, str
     world.start_replica()
     world.create_class(sc_name, params, mount_options=["noatime"])
     world.create_pvc("data", sc_name, size="1500Mi")
-    pvc = world.wait_bound("data")
+    world.wait_bound("data")
+    # Bound can be observed a moment before the controller removes its intent finalizer (last step).
+    wait_for(
+        lambda: names.PVC_PROVISIONING_FINALIZER not in (world.pvc("data") or {})["metadata"]["finalizers"],
+        5,
+        "intent finalizer removed",
+    )
+    pvc = world.pvc("data")
+    assert pvc is not None
     pv = world.pv_of("data")
     assert pv is not None
     ann = pv["metadata"]["annotations"]
