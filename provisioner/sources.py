@@ -18,6 +18,7 @@ from provisioner.context import Context, Obj
 from provisioner.errors import CinderNotFound, InvalidInput, KubeNotFound
 from provisioner.model import SnapshotId, VolumeId
 from provisioner.params import ClassParams
+from provisioner.quantity import quantity_to_gib
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,9 +59,7 @@ def resolve_source(ctx: Context, pvc: Obj, params: ClassParams, cinder: Any) -> 
         vid = ((pv or {}).get("metadata", {}).get("annotations") or {}).get(names.ANN_VOLUME_ID)
         if not vid:
             raise InvalidInput("spec.dataSource", f"claim {name!r} is not a bound volume of this provisioner")
-        size = int(
-            str(((pv or {}).get("spec") or {}).get("capacity", {}).get("storage", "1Gi")).rstrip("Gi") or 1
-        )
+        size = quantity_to_gib(str(((pv or {}).get("spec") or {}).get("capacity", {}).get("storage", "1Gi")))
         return VolumeSource(source_volid=VolumeId(vid), min_size_gib=size)
     if kind == "VolumeSnapshot":
         try:

@@ -279,3 +279,26 @@ def test_bad_class_parameter_fails_once_then_recovers_when_class_is_fixed(world:
     world.kube.delete("storageclasses", "typo")
     world.create_class("typo", {"type": "rbd"})
     world.wait_bound("data", timeout=20)
+
+
+def test_old_cloud_exports_with_initialize_connection() -> None:
+    """A cloud without the attachments API (3.26): reserve + initialize_connection, terminate on delete."""
+    from tests.e2e.world import emulator_world
+
+    with emulator_world(max_version="3.26") as world:
+        world.start_replica()
+        world.create_class("old", {"type": "iscsi", "volumeSource": "in-tree"})
+        world.create_pvc("data", "old")
+        world.wait_bound("data")
+        pv = world.pv_of("data")
+        assert pv is not None
+        ann = pv["metadata"]["annotations"]
+        assert "legacy" == ann[names.ANN_EXPORT_MODE]
+        assert names.ANN_ATTACHMENT_ID not in ann
+        ops = [c.operation for c in world.emu.calls()]
+        assert "initialize_connection" in ops
+        assert "create_attachment" not in ops
+        world.kube.delete("persistentvolumeclaims", "data", namespace="default")
+        wait_for(lambda: not world.our_volumes() and not world.sim.list("persistentvolumes"), 20, "deleted")
+        ops = [c.operation for c in world.emu.calls()]
+        assert "terminate_connection" in ops

@@ -153,11 +153,11 @@ def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condi
 
 
 @contextmanager
-def emulator_world(**emu_kwargs: Any) -> Iterator[World]:
+def emulator_world(*, sim_kwargs: Mapping[str, Any] | None = None, **emu_kwargs: Any) -> Iterator[World]:
     from provisioner.testworld.cinder_emulator import CinderEmulator
 
     with ExitStack() as stack:
-        sim = stack.enter_context(KubeSimulator())
+        sim = stack.enter_context(KubeSimulator(**dict(sim_kwargs or {})))
         emu = stack.enter_context(
             CinderEmulator(**{"create_seconds": 0.1, "delete_seconds": 0.05, **emu_kwargs})
         )
