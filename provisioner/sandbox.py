@@ -52,17 +52,11 @@ def _cinder(kind: str, workdir: Path) -> Iterator[dict[str, Any]]:
             }
         return
     from provisioner.testworld.cinder_emulator import CinderEmulator
+    from provisioner.testworld.objects import emulator_cloud
 
     with CinderEmulator(create_seconds=0.2, delete_seconds=0.1) as emu:
         yield {
-            "auth_type": "password",
-            "auth": {
-                "auth_url": emu.keystone_url,
-                "username": emu.username,
-                "password": emu.password,
-                "project_id": emu.project_id,
-                "user_domain_name": "Default",
-            },
+            **emulator_cloud(emu.keystone_url, emu.username, emu.password, emu.project_id),
             "_describe": emu.cinder_url,
         }
 
@@ -97,6 +91,7 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
     from provisioner.adapters.kube import KubeAdapter, load_client_configuration
     from provisioner.config import ProvisionerConfig
     from provisioner.replica import Replica
+    from provisioner.testworld import objects
     from provisioner.testworld.kube_sim import KubeSimulator
 
     sim = stack.enter_context(KubeSimulator())
@@ -126,18 +121,7 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
     kube = KubeAdapter(load_client_configuration(str(kubeconfig)), qps=200, burst=400)
     stack.callback(kube.close)
     for sc in CLASSES:
-        kube.create(
-            "storageclasses",
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {"name": sc["name"]},
-                "provisioner": names.DEFAULT_PROVISIONER_NAME,
-                "parameters": sc["parameters"],
-                "reclaimPolicy": "Delete",
-                "volumeBindingMode": "Immediate",
-            },
-        )
+        kube.create("storageclasses", objects.storage_class(sc["name"], sc["parameters"]))
     replica.start()
     port = replica.health.port if replica.health else 0
     print(f"controller: {replica.identity} (metrics on http://127.0.0.1:{port}/metrics)", file=out)
@@ -146,18 +130,7 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
         sc = CLASSES[i % len(CLASSES)]["name"]
         name = f"data-{i:03d}"
         kube.create(
-            "persistentvolumeclaims",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": name, "namespace": "default"},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": sc,
-                    "resources": {"requests": {"storage": f"{1 + i % 3}Gi"}},
-                },
-            },
-            namespace="default",
+            "persistentvolumeclaims", objects.claim(name, sc, size=f"{1 + i % 3}Gi"), namespace="default"
         )
         claims.append(name)
     bound = _wait(lambda: _count_bound(kube), args.pvcs, args.timeout, "bound", out)

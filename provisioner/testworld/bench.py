@@ -27,6 +27,8 @@ from provisioner.config import ProvisionerConfig
 from provisioner.controller import trim_pv, trim_pvc
 from provisioner.informer import Informer
 from provisioner.replica import Replica
+from provisioner.testworld import objects
+from provisioner.testworld.objects import emulator_cloud
 
 
 def _cpu() -> float:
@@ -50,16 +52,9 @@ def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any
             {
                 "cluster_id": "bench",
                 "clouds": {
-                    "default": {
-                        "auth_type": "password",
-                        "auth": {
-                            "auth_url": ep["keystone"],
-                            "username": ep["username"],
-                            "password": ep["password"],
-                            "project_id": ep["project_id"],
-                            "user_domain_name": "Default",
-                        },
-                    }
+                    "default": emulator_cloud(
+                        ep["keystone"], ep["username"], ep["password"], ep["project_id"]
+                    )
                 },
                 "default_cloud": "default",
                 "namespace": "kube-system",
@@ -71,32 +66,10 @@ def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any
             }
         )
         kube = KubeAdapter(Configuration(host=ep["kube"]), qps=5000, burst=5000)
-        kube.create(
-            "storageclasses",
-            {
-                "apiVersion": "storage.k8s.io/v1",
-                "kind": "StorageClass",
-                "metadata": {"name": "bench"},
-                "provisioner": names.DEFAULT_PROVISIONER_NAME,
-                "parameters": {"type": "rbd"},
-            },
-        )
+        kube.create("storageclasses", objects.storage_class("bench", {"type": "rbd"}))
         # The burst: every claim exists (and is marked for us) before the controller starts.
         for i in range(n):
-            kube.create(
-                "persistentvolumeclaims",
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": f"b{i:05d}", "namespace": "default"},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": "bench",
-                        "resources": {"requests": {"storage": "1Gi"}},
-                    },
-                },
-                namespace="default",
-            )
+            kube.create("persistentvolumeclaims", objects.claim(f"b{i:05d}", "bench"), namespace="default")
         time.sleep(1.0)  # let the simulated PV controller add its handshake annotations
         replica = Replica(
             config,

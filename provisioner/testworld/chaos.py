@@ -32,8 +32,10 @@ from provisioner.config import ProvisionerConfig
 from provisioner.errors import KubeUnavailable
 from provisioner.outcome import SimulatedCrash
 from provisioner.replica import Replica
+from provisioner.testworld import objects
 from provisioner.testworld.cinder_emulator import CinderEmulator
 from provisioner.testworld.kube_sim import KubeSimulator
+from provisioner.testworld.objects import emulator_cloud
 
 CRASH_POINTS = (
     "after_cinder_create",
@@ -62,16 +64,7 @@ class Harness:
             {
                 "cluster_id": "chaos",
                 "clouds": {
-                    "default": {
-                        "auth_type": "password",
-                        "auth": {
-                            "auth_url": emu.keystone_url,
-                            "username": emu.username,
-                            "password": emu.password,
-                            "project_id": emu.project_id,
-                            "user_domain_name": "Default",
-                        },
-                    }
+                    "default": emulator_cloud(emu.keystone_url, emu.username, emu.password, emu.project_id)
                 },
                 "default_cloud": "default",
                 "namespace": "kube-system",
@@ -172,17 +165,7 @@ def run(cycles: int, seed: int, concurrency: int, out: Any) -> dict[str, Any]:
         h = Harness(sim, emu, rng, out)
         kube = KubeAdapter(sim.configuration(), qps=1000, burst=1000)
         for name, vtype in (("chaos-rbd", "rbd"), ("chaos-iscsi", "iscsi")):
-            kube.create(
-                "storageclasses",
-                {
-                    "apiVersion": "storage.k8s.io/v1",
-                    "kind": "StorageClass",
-                    "metadata": {"name": name},
-                    "provisioner": names.DEFAULT_PROVISIONER_NAME,
-                    "parameters": {"type": vtype},
-                    "reclaimPolicy": "Delete",
-                },
-            )
+            kube.create("storageclasses", objects.storage_class(name, {"type": vtype}))
         h.keep_two()
         created = deleted = 0
         active: dict[str, float] = {}  # claim name → creation time
@@ -194,20 +177,8 @@ def run(cycles: int, seed: int, concurrency: int, out: Any) -> dict[str, Any]:
             h.keep_two()
             if created < cycles and len(active) < concurrency:
                 name = f"claim-{created:05d}"
-                kube.create(
-                    "persistentvolumeclaims",
-                    {
-                        "apiVersion": "v1",
-                        "kind": "PersistentVolumeClaim",
-                        "metadata": {"name": name, "namespace": "default"},
-                        "spec": {
-                            "accessModes": ["ReadWriteOnce"],
-                            "storageClassName": rng.choice(["chaos-rbd", "chaos-iscsi"]),
-                            "resources": {"requests": {"storage": "1Gi"}},
-                        },
-                    },
-                    namespace="default",
-                )
+                sc = rng.choice(["chaos-rbd", "chaos-iscsi"])
+                kube.create("persistentvolumeclaims", objects.claim(name, sc), namespace="default")
                 active[name] = time.monotonic()
                 created += 1
             pvcs = {p["metadata"]["name"]: p for p in sim.list("persistentvolumeclaims", "default")}

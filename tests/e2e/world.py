@@ -16,6 +16,7 @@ from provisioner import names
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.config import ProvisionerConfig
 from provisioner.replica import Replica
+from provisioner.testworld import objects
 from provisioner.testworld.kube_sim import KubeSimulator
 
 FAST = {"poll_initial_seconds": 0.05, "poll_max_seconds": 0.5}
@@ -79,17 +80,9 @@ class World:
         binding: str = "Immediate",
         mount_options: list[str] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {"name": name},
-            "provisioner": names.DEFAULT_PROVISIONER_NAME,
-            "parameters": dict(parameters),
-            "reclaimPolicy": reclaim,
-            "volumeBindingMode": binding,
-        }
-        if mount_options:
-            body["mountOptions"] = mount_options
+        body = objects.storage_class(
+            name, parameters, reclaim=reclaim, binding=binding, mount_options=mount_options
+        )
         return self.kube.create("storageclasses", body)
 
     def create_pvc(
@@ -103,18 +96,15 @@ class World:
         access: str = "ReadWriteOnce",
         data_source: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": namespace, "annotations": dict(annotations or {})},
-            "spec": {
-                "accessModes": [access],
-                "storageClassName": storage_class,
-                "resources": {"requests": {"storage": size}},
-            },
-        }
-        if data_source:
-            body["spec"]["dataSource"] = dict(data_source)
+        body = objects.claim(
+            name,
+            storage_class,
+            size=size,
+            namespace=namespace,
+            access=access,
+            annotations=annotations,
+            data_source=data_source,
+        )
         return self.kube.create("persistentvolumeclaims", body, namespace=namespace)
 
     def pvc(self, name: str, namespace: str = "default") -> dict[str, Any] | None:
@@ -155,22 +145,14 @@ def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condi
 @contextmanager
 def emulator_world(*, sim_kwargs: Mapping[str, Any] | None = None, **emu_kwargs: Any) -> Iterator[World]:
     from provisioner.testworld.cinder_emulator import CinderEmulator
+    from provisioner.testworld.objects import emulator_cloud
 
     with ExitStack() as stack:
         sim = stack.enter_context(KubeSimulator(**dict(sim_kwargs or {})))
         emu = stack.enter_context(
             CinderEmulator(**{"create_seconds": 0.1, "delete_seconds": 0.05, **emu_kwargs})
         )
-        cloud = {
-            "auth_type": "password",
-            "auth": {
-                "auth_url": emu.keystone_url,
-                "username": emu.username,
-                "password": emu.password,
-                "project_id": emu.project_id,
-                "user_domain_name": "Default",
-            },
-        }
+        cloud = emulator_cloud(emu.keystone_url, emu.username, emu.password, emu.project_id)
         kube = KubeAdapter(sim.configuration(), qps=500, burst=500)
         stack.callback(kube.close)
         world = World(sim=sim, cloud=cloud, kube=kube, stack=stack, emu=emu)
