@@ -4,6 +4,9 @@
   ``done`` (never concurrently with itself).
 - ``add_after`` schedules a key (earliest deadline wins); this is how reconcile "waits": it returns
   "requeue after N s" and the worker moves on to the next key.
+- Keys coming back from a delay (polls, retries) are handed out before fresh keys: a claim whose volume
+  just became available finishes before another claim starts, so a burst does not end with a long tail
+  of half-done claims waiting behind hundreds of new ones.
 - ``add_rate_limited`` applies per-item exponential backoff (``base`` doubling to ``cap``) combined with a
   global token bucket (the larger delay wins), like client-go's default controller rate limiter.
 Time comes from an injectable monotonic clock.
@@ -81,6 +84,7 @@ class WorkQueue(Generic[K]):
     ) -> None:
         self._cond = threading.Condition()
         self._queue: deque[K] = deque()
+        self._urgent: deque[K] = deque()  # keys back from a delay: served first
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._waiting: list[tuple[float, int, K]] = []  # heap of (ready_at, seq, key)
@@ -97,12 +101,12 @@ class WorkQueue(Generic[K]):
         with self._cond:
             self._add_locked(key)
 
-    def _add_locked(self, key: K) -> None:
+    def _add_locked(self, key: K, *, urgent: bool = False) -> None:
         if self._shutdown or key in self._dirty:
             return
         self._dirty.add(key)
         if key not in self._processing:
-            self._queue.append(key)
+            (self._urgent if urgent else self._queue).append(key)
             self._cond.notify()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -141,8 +145,8 @@ class WorkQueue(Generic[K]):
                 if self._shutdown:
                     raise ShutDownError
                 self._promote_due_locked()
-                if self._queue:
-                    key = self._queue.popleft()
+                if self._urgent or self._queue:
+                    key = self._urgent.popleft() if self._urgent else self._queue.popleft()
                     self._processing.add(key)
                     self._dirty.discard(key)
                     return key
@@ -163,14 +167,14 @@ class WorkQueue(Generic[K]):
             if self._ready_at.get(key) != ready:
                 continue  # superseded by an earlier deadline
             del self._ready_at[key]
-            self._add_locked(key)
+            self._add_locked(key, urgent=True)
 
     def done(self, key: K) -> None:
         """Processing of ``key`` finished; if it was re-added meanwhile, queue it again."""
         with self._cond:
             self._processing.discard(key)
             if key in self._dirty:
-                self._queue.append(key)
+                self._urgent.append(key)  # it was already in progress: finish it first
                 self._cond.notify()
 
     # ---- lifecycle / introspection -------------------------------------------------------------------
@@ -184,7 +188,7 @@ class WorkQueue(Generic[K]):
     def depth(self) -> int:
         """Keys ready to process now."""
         with self._cond:
-            return len(self._queue)
+            return len(self._queue) + len(self._urgent)
 
     def waiting(self) -> int:
         """Keys scheduled for later."""
@@ -199,4 +203,4 @@ class WorkQueue(Generic[K]):
     def idle(self) -> bool:
         """Nothing queued, scheduled or processing."""
         with self._cond:
-            return not self._queue and not self._processing and not self._ready_at
+            return not self._queue and not self._urgent and not self._processing and not self._ready_at

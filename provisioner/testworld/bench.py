@@ -22,10 +22,12 @@ from typing import Any
 from kubernetes.client import Configuration
 
 from provisioner import logs, names
+from provisioner.adapters.cinder import make_cinder
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.config import ProvisionerConfig
 from provisioner.controller import trim_pv, trim_pvc
 from provisioner.informer import Informer
+from provisioner.metrics import make_metrics
 from provisioner.replica import Replica
 from provisioner.testworld import objects
 from provisioner.testworld.objects import emulator_cloud
@@ -71,10 +73,22 @@ def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any
         for i in range(n):
             kube.create("persistentvolumeclaims", objects.claim(f"b{i:05d}", "bench"), namespace="default")
         time.sleep(1.0)  # let the simulated PV controller add its handshake annotations
+        metrics = make_metrics()
+        creates: list[tuple[float, float]] = []  # (start, end) of every create call
+
+        def observe(operation: str, status: str, seconds: float) -> None:
+            metrics.observe_cinder(operation, status, seconds)
+            if operation == "create_volume":
+                now = time.monotonic()
+                creates.append((now - seconds, now))
+
+        cinder = make_cinder(config.cloud(None), max_in_flight=in_flight, observer=observe)
         replica = Replica(
             config,
             client_configuration=cfg,
             identity="bench",
+            clouds={"default": cinder},
+            metrics=metrics,
             poll_initial_seconds=0.05,
             poll_max_seconds=0.5,
         )
@@ -102,6 +116,12 @@ def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any
         "bound_s": round(bound, 2),
         "wall_s": round(wall, 2),
         "efficiency": round(bound / wall, 3),
+        # where the time went: until the first create started, the create phase, after the last create
+        "first_create_s": round(min(s for s, _ in creates) - t0, 2) if creates else None,
+        "create_phase_s": round(max(e for _, e in creates) - min(s for s, _ in creates), 2)
+        if creates
+        else None,
+        "after_last_create_s": round(t0 + wall - max(e for _, e in creates), 2) if creates else None,
         "controller_cpu_ms_per_pvc": round(cpu * 1000 / n, 3),
         "cinder_calls_per_pvc": {k: round(v / n, 2) for k, v in sorted(calls.items())},
         "kube_requests_per_pvc": {k: round(v / n, 2) for k, v in sorted(kube_calls.items())},

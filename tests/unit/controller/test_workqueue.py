@@ -121,3 +121,25 @@ def test_never_hands_out_a_key_twice_concurrently(ops: list[tuple[str, int]]) ->
         drained.add(got)
         q.done(got)
     assert pending <= drained
+
+
+def test_keys_back_from_a_delay_are_served_before_fresh_keys() -> None:
+    """A polled key whose delay expired goes ahead of fresh keys (no tail of half-done claims)."""
+    clock = FakeClock()
+    q: WorkQueue[str] = WorkQueue(clock=clock)
+    for key in ("fresh-1", "fresh-2", "fresh-3"):
+        q.add(key)
+    q.add_after("polled", 1.0)
+    clock.now = 1.0
+    assert ["polled", "fresh-1", "fresh-2", "fresh-3"] == [q.get(0) for _ in range(4)]
+
+
+def test_key_readded_while_processing_goes_first() -> None:
+    """A key changed while it was being processed is re-served before fresh keys."""
+    q: WorkQueue[str] = WorkQueue()
+    q.add("a")
+    assert "a" == q.get(0)
+    q.add("b")
+    q.add("a")
+    q.done("a")
+    assert ["a", "b"] == [q.get(0), q.get(0)]
