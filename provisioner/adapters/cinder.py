@@ -37,6 +37,7 @@ from provisioner.adapters.cinder_session import (
     make_client,
     make_session,
     negotiate,
+    pin_endpoint,
 )
 from provisioner.config_auth import CloudConfig
 from provisioner.errors import (
@@ -120,8 +121,10 @@ class CinderAdapter:
                     "negotiate",
                     lambda: self._attempt("negotiate", lambda: negotiate(self._session, self.cloud)),
                 )
+                client = make_client(self._session, self.cloud, version)
+                self._retrying("negotiate", lambda: self._attempt("negotiate", lambda: pin_endpoint(client)))
                 self._caps = capabilities_for(version)
-                self._client = make_client(self._session, self.cloud, version)
+                self._client = client
                 log.info("cinder_connected", cloud=self.cloud.name, microversion=version)
         return self._client
 
