@@ -47,3 +47,21 @@ def test_provision_and_delete_on_real_cinder(
 ) -> None:
     """Same round trip as the emulator e2e test, against real Cinder 29."""
     check_provision_and_delete(real_world, sc_name, params, source_key)
+
+
+def test_sandbox_with_real_cinder() -> None:
+    """``cinder-provisioner sandbox --cinder real`` binds and deletes every claim, no volume left."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioner.cli", "sandbox", "--pvcs", "4", "--cinder", "real", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (4, 4, 0) == (summary["bound"], summary["deleted"], summary["leaked_volumes"])
