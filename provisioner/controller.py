@@ -109,7 +109,9 @@ class Controller:
             return
         key = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
         if new is None:
-            self._bound_seen.discard(obj["metadata"].get("uid", ""))
+            uid = obj["metadata"].get("uid", "")
+            self._bound_seen.discard(uid)
+            self.ctx.hints.drop(uid)
             with self._final_lock:
                 self._final.pop(key, None)
             return
