@@ -8,6 +8,8 @@ only when either changes (or, for quota, slowly).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -90,7 +92,7 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue()
         self._workers = workers
         self._threads: list[threading.Thread] = []
-        self._final: dict[str, tuple[str, str]] = {}  # claim key → (pvc rv, class rv) at final failure
+        self._final: dict[str, tuple[str, str]] = {}  # claim key → _versions() at final failure
         self._final_lock = threading.Lock()
         self._stopping = threading.Event()
         self._bound_seen: set[str] = set()
@@ -161,10 +163,23 @@ class Controller:
     # ---- workers -------------------------------------------------------------------------------------
 
     def _versions(self, key: str) -> tuple[str, str]:
+        """What a final failure is remembered against: the claim as the user shaped it, and the class.
+
+        Our own writes (intent finalizer, step annotation) and status changes must not count as "the claim
+        changed", or a final failure would be retried once more whenever our patch's event arrives late.
+        A deletion does count (the claim must then be abandoned).
+        """
         pvc = self.pvcs.get(key) or {}
         sc = self.classes.get(class_name_of(pvc)) if pvc else None
+        meta = pvc.get("metadata") or {}
+        annotations = {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k != names.ANN_PROVISIONING_STEP
+        }
+        shape = json.dumps(
+            [meta.get("uid"), meta.get("deletionTimestamp"), annotations, pvc.get("spec")], sort_keys=True
+        )
         return (
-            str((pvc.get("metadata") or {}).get("resourceVersion", "")),
+            hashlib.sha256(shape.encode()).hexdigest(),
             str(((sc or {}).get("metadata") or {}).get("resourceVersion", "")),
         )
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from provisioner import csi_contract, names
@@ -248,18 +246,22 @@ def test_stale_claim_is_not_reprovisioned_into_a_leak(world: World) -> None:
     """A stale cached copy of a claim whose PV was already deleted creates no Cinder volume."""
     replica = world.start_replica()
     world.create_class("rbd", {"type": "rbd"})
-    world.create_pvc("data", "rbd")
-    stale: dict[str, Any] = replica.controller.pvcs.get("default/data")  # type: ignore[assignment]
-    assert stale is not None
+    created = world.create_pvc("data", "rbd")
     world.wait_bound("data")
     world.kube.delete("persistentvolumeclaims", "data", namespace="default")
     wait_for(lambda: not world.our_volumes() and not world.sim.list("persistentvolumes"), 20, "deleted")
     wait_for(lambda: world.pvc("data") is None, 10, "claim gone")
     # Replay the stale, unbound copy as if the cache lagged (the 2026 external-provisioner bug).
-    stale = {**stale, "metadata": {**stale["metadata"], "finalizers": ["kubernetes.io/pvc-protection"]}}
+    meta = created["metadata"]
+    annotations = {names.ANN_STORAGE_PROVISIONER: names.DEFAULT_PROVISIONER_NAME}
+    stale = {
+        **created,
+        "metadata": {**meta, "finalizers": ["kubernetes.io/pvc-protection"], "annotations": annotations},
+    }
     replica.controller.pvcs._cache["default/data"] = stale
     outcome = replica.controller.process(("claim", "default/data"))
     assert outcome is not None
+    assert "claim_changed" == outcome.reason  # the intent patch found the claim gone: nothing created
     assert [] == world.our_volumes()
     assert [] == [c for c in world.emu.calls() if c.operation == "create_volume"][1:]
 
