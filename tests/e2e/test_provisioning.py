@@ -261,7 +261,9 @@ def test_stale_claim_is_not_reprovisioned_into_a_leak(world: World) -> None:
     replica.controller.pvcs._cache["default/data"] = stale
     outcome = replica.controller.process(("claim", "default/data"))
     assert outcome is not None
-    assert "claim_changed" == outcome.reason  # the intent patch found the claim gone: nothing created
+    # Either the intent patch found the claim gone, or the (equally stale) PV cache still had its PV:
+    # both stop before any Cinder create.
+    assert outcome.reason in ("claim_changed", ""), outcome
     assert [] == world.our_volumes()
     assert [] == [c for c in world.emu.calls() if c.operation == "create_volume"][1:]
 
