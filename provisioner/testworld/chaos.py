@@ -157,7 +157,7 @@ class Harness:
                 r.crash()
 
 
-def run(cycles: int, seed: int, concurrency: int, out: Any) -> dict[str, Any]:
+def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float = 90.0) -> dict[str, Any]:
     """Run the harness and return the summary."""
     rng = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
     started = time.monotonic()
@@ -172,7 +172,15 @@ def run(cycles: int, seed: int, concurrency: int, out: Any) -> dict[str, Any]:
         deleting: set[str] = set()
         duplicates = lost = 0
         last_report = time.monotonic()
+        progress_at, progress = time.monotonic(), (0, 0)
+        stalled = 0
         while deleted < cycles:
+            if (created, deleted) != progress:
+                progress_at, progress = time.monotonic(), (created, deleted)
+            elif time.monotonic() - progress_at > stall_seconds:
+                stalled = len(active)
+                _dump_stall(sim, emu, active, out)
+                break
             h.chaos_tick()
             h.keep_two()
             if created < cycles and len(active) < concurrency:
@@ -224,6 +232,7 @@ def run(cycles: int, seed: int, concurrency: int, out: Any) -> dict[str, Any]:
             r.terminate()
         kube.close()
     return {
+        "stalled": stalled,
         "leaked": leaked,
         "duplicates": duplicates,
         "lost": lost,
@@ -234,6 +243,37 @@ def run(cycles: int, seed: int, concurrency: int, out: Any) -> dict[str, Any]:
         **h.stats,
         "replicas_started": h.counter,
     }
+
+
+def _dump_stall(sim: KubeSimulator, emu: CinderEmulator, active: dict[str, float], out: Any) -> None:
+    """Print what the claims that stopped making progress look like (for the human reading the log)."""
+    print(f"STALLED: {len(active)} claims made no progress", file=out)
+    pvcs = {p["metadata"]["name"]: p for p in sim.list("persistentvolumeclaims", "default")}
+    for name in sorted(active)[:10]:
+        pvc = pvcs.get(name)
+        if pvc is None:
+            print(f"  {name}: gone", file=out)
+            continue
+        meta = pvc["metadata"]
+        uid = meta["uid"]
+        vols = [
+            (v["id"][:8], v.get("status"))
+            for v in _our_volumes(emu)
+            if (v.get("metadata") or {}).get(names.META_PVC_UID) == uid
+        ]
+        pv = sim.get("persistentvolumes", "", names.pv_name_for(uid))
+        events = [
+            (e["reason"], e["message"][:100])
+            for e in sim.list("events")
+            if e["involvedObject"].get("uid") == uid
+        ]
+        print(
+            f"  {name}: phase={(pvc.get('status') or {}).get('phase')} "
+            f"deleting={bool(meta.get('deletionTimestamp'))} "
+            f"finalizers={meta.get('finalizers')} annotations={meta.get('annotations')} volumes={vols} "
+            f"pv={(pv or {}).get('status')} events={events}",
+            file=out,
+        )
 
 
 def _our_volumes(emu: CinderEmulator) -> list[dict[str, Any]]:
@@ -278,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure("critical")
     summary = run(args.cycles, args.seed, args.concurrency, sys.stderr)
     print(json.dumps(summary))
-    bad = summary["leaked"] + summary["duplicates"] + summary["lost"] + summary["silent"]
+    bad = summary["leaked"] + summary["duplicates"] + summary["lost"] + summary["silent"] + summary["stalled"]
     return 0 if bad == 0 else 1
 
 
