@@ -92,7 +92,8 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue()
         self._workers = workers
         self._threads: list[threading.Thread] = []
-        self._final: dict[str, tuple[str, str]] = {}  # claim key → _versions() at final failure
+        # claim key → (_versions() at the final failure, monotonic time of its slow retry or inf)
+        self._final: dict[str, tuple[tuple[str, str], float]] = {}
         self._final_lock = threading.Lock()
         self._stopping = threading.Event()
         self._bound_seen: set[str] = set()
@@ -189,8 +190,12 @@ class Controller:
         if kind == "claim":
             with self._final_lock:
                 remembered = self._final.get(name)
-            if remembered is not None and remembered == self._versions(name):
-                return None  # final failure, nothing changed since: do not retry fast
+            if (
+                remembered is not None
+                and remembered[0] == self._versions(name)
+                and time.monotonic() < remembered[1]
+            ):
+                return None  # final failure, nothing changed since, slow retry not due: do not retry
         started = time.perf_counter()
         try:
             outcome = reconcile_claim(self.ctx, name) if kind == "claim" else reconcile_volume(self.ctx, name)
@@ -205,11 +210,11 @@ class Controller:
 
     def _schedule(self, key: Key, outcome: Outcome) -> None:
         kind, name = key
+        if kind == "claim" and outcome.kind != "final":
+            with self._final_lock:
+                self._final.pop(name, None)
         if outcome.kind == "done":
             self.queue.forget(key)
-            if kind == "claim":
-                with self._final_lock:
-                    self._final.pop(name, None)
         elif outcome.kind == "requeue":
             self.queue.forget(key)
             self.queue.add_after(key, outcome.delay)
@@ -220,8 +225,9 @@ class Controller:
         else:  # final
             self.queue.forget(key)
             if kind == "claim":
+                retry_at = time.monotonic() + outcome.delay - 0.01 if outcome.delay > 0 else float("inf")
                 with self._final_lock:
-                    self._final[name] = self._versions(name)
+                    self._final[name] = (self._versions(name), retry_at)
             if outcome.delay > 0:
                 self.queue.add_after(key, outcome.delay)
 

@@ -306,3 +306,15 @@ def test_old_cloud_exports_with_initialize_connection() -> None:
         wait_for(lambda: not world.our_volumes() and not world.sim.list("persistentvolumes"), 20, "deleted")
         ops = [c.operation for c in world.emu.calls()]
         assert "terminate_connection" in ops
+
+
+def test_quota_final_failure_is_retried_slowly_and_then_provisions(world: World) -> None:
+    """413 is final but not forever: after the slow-retry interval the claim is tried again and binds."""
+    world.emu.faults.fail_next("create_volume", status=413, count=1, message="VolumeLimitExceeded")
+    world.start_replica(final_retry_seconds=1.5)
+    world.create_class("full", {"type": "rbd"})
+    world.create_pvc("data", "full")
+    world.wait_bound("data", timeout=20)
+    creates = [c for c in world.emu.calls() if c.operation == "create_volume"]
+    assert [413, 202] == [c.status for c in creates]
+    assert creates[1].at - creates[0].at >= 1.4
