@@ -14,16 +14,23 @@ from typing import Any
 import structlog
 
 from provisioner import names
+from provisioner.abandon import abandon
+from provisioner.claims import (
+    EXPORTABLE,
+    WAITING,
+    class_name_of,
+    drop_intent,
+    is_ours,
+    lookup_volume,
+    persist_intent,
+)
 from provisioner.context import Context, Hint, Obj
 from provisioner.errors import (
-    CinderError,
-    CinderNotFound,
     CinderQuotaExceeded,
     CinderRateLimited,
     InvalidInput,
     KubeAlreadyExists,
     KubeError,
-    KubeNotFound,
     ProvisionerError,
 )
 from provisioner.events import PROVISIONING, PROVISIONING_FAILED, PROVISIONING_SUCCEEDED
@@ -34,33 +41,14 @@ from provisioner.mapping import (
     ProvisionedVolume,
     build_objects,
     parse_claim,
-    secret_name_for,
 )
-from provisioner.model import AVAILABLE, CREATING, DELETING, ERROR, CreateVolumeRequest, Volume
+from provisioner.model import DELETING, ERROR, CreateVolumeRequest, Volume
 from provisioner.outcome import DONE, Outcome, error, final, requeue
 from provisioner.params import ClassParams, parse_class_fields, parse_class_parameters
 from provisioner.quantity import quantity_to_gib
 from provisioner.sources import VolumeSource, resolve_source
 
 log = structlog.get_logger(__name__)
-
-_EXPORTABLE = frozenset({AVAILABLE, "reserved", "in-use", "attaching"})
-_WAITING = frozenset({CREATING, "downloading", "restoring-backup", "maintenance", "retyping", "extending"})
-
-
-def class_name_of(pvc: Obj) -> str:
-    """The claim's StorageClass name: the beta annotation wins, like kube-controller-manager."""
-    ann = pvc["metadata"].get("annotations") or {}
-    return str(ann.get(names.ANN_BETA_STORAGE_CLASS) or (pvc.get("spec") or {}).get("storageClassName") or "")
-
-
-def is_ours(pvc: Obj, storage_class: Obj | None, provisioner_name: str) -> bool:
-    """The handshake annotation (or, without it, the class) names our provisioner."""
-    ann = pvc["metadata"].get("annotations") or {}
-    marked = ann.get(names.ANN_STORAGE_PROVISIONER) or ann.get(names.ANN_BETA_STORAGE_PROVISIONER)
-    if marked:
-        return bool(marked == provisioner_name)
-    return storage_class is not None and storage_class.get("provisioner") == provisioner_name
 
 
 def reconcile_claim(ctx: Context, key: str) -> Outcome:
@@ -75,7 +63,7 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         return abandon(ctx, pvc) if ours_finalizer else DONE
     if (pvc.get("spec") or {}).get("volumeName"):
         if ours_finalizer:
-            _drop_intent(ctx, pvc)
+            drop_intent(ctx, pvc)
         ctx.hints.drop(uid)
         return DONE
     sc_name = class_name_of(pvc)
@@ -88,7 +76,7 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         claim_ref = (existing_pv.get("spec") or {}).get("claimRef") or {}
         if claim_ref.get("uid") == uid:
             if ours_finalizer:
-                _drop_intent(ctx, pvc)
+                drop_intent(ctx, pvc)
             ctx.hints.drop(uid)
             return DONE
         return _fail(
@@ -118,11 +106,11 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         return requeue(wait, "poll_not_due")  # woken by an event that changes nothing Cinder-side
     try:
         cinder = ctx.cinder(params.cloud)
-        volume = _lookup(ctx, cinder, pv_name, hint)
+        volume = lookup_volume(ctx, cinder, pv_name, hint)
         if volume is None:
             return _create(ctx, pvc, sc=sc, params=params, cinder=cinder, hint=hint, log_=log_)
         hint.volume_id = volume.id
-        if not ours_finalizer and _persist_intent(ctx, pvc) is None:
+        if not ours_finalizer and persist_intent(ctx, pvc) is None:
             return requeue(0.0, "claim_changed")
         return _advance(ctx, pvc, sc=sc, params=params, cinder=cinder, volume=volume, hint=hint, log_=log_)
     except CinderQuotaExceeded as e:
@@ -140,22 +128,10 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         return error(type(e).__name__, str(e))
 
 
-def _lookup(ctx: Context, cinder: Any, pv_name: str, hint: Hint) -> Volume | None:
-    """The claim's volume: by remembered id, else by name + cluster tag (never a silent pick of two)."""
-    if hint.volume_id is not None:
-        try:
-            volume: Volume = cinder.get_volume(hint.volume_id)
-            return volume
-        except CinderNotFound:
-            hint.volume_id = None
-    found: Volume | None = cinder.find_volume(name=pv_name, cluster=ctx.settings.cluster_id)
-    return found
-
-
 def _create(
     ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, hint: Hint, log_: Any
 ) -> Outcome:
-    live = _persist_intent(ctx, pvc, step="creating-volume")
+    live = persist_intent(ctx, pvc, step="creating-volume")
     if live is None:
         return requeue(0.0, "claim_changed")
     meta = live["metadata"]
@@ -207,7 +183,7 @@ def _advance(
     log_: Any,
 ) -> Outcome:
     sc_name = sc["metadata"]["name"]
-    if volume.status in _WAITING:
+    if volume.status in WAITING:
         if ctx.clock() - hint.started > ctx.settings.create_deadline_seconds and not hint.deadline_warned:
             hint.deadline_warned = True
             ctx.events.event(
@@ -234,7 +210,7 @@ def _advance(
             )
         ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, msg + "; retrying")
         return error("volume_error", msg)
-    if volume.status not in _EXPORTABLE:
+    if volume.status not in EXPORTABLE:
         return requeue(ctx.poll_delay(hint), volume.status)
     if not ctx.is_leader():
         return error("not_leader", "lost leadership before export")
@@ -273,7 +249,7 @@ def _advance(
     if outcome is not None:
         return outcome
     ctx.checkpoint("after_pv_create")
-    _drop_intent(ctx, pvc)
+    drop_intent(ctx, pvc)
     ctx.hints.drop(pvc["metadata"]["uid"])
     ctx.metrics.provision_total.labels(storage_class=sc_name, outcome="success", reason="").inc()
     ctx.events.event(
@@ -360,61 +336,6 @@ def resolve_content_kind(pvc: Obj, volume: Volume) -> ContentSource:
     return "empty"
 
 
-def _json_pointer(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def _persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | None:
-    """Add our finalizer (+ step annotation) with a uid test; the live claim, or None if it moved on."""
-    meta = pvc["metadata"]
-    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
-    finalizers = meta.get("finalizers")
-    if finalizers is None:
-        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})
-    elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
-        ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
-    if step:
-        if meta.get("annotations") is None:
-            ops.append(
-                {"op": "add", "path": "/metadata/annotations", "value": {names.ANN_PROVISIONING_STEP: step}}
-            )
-        else:
-            ops.append(
-                {
-                    "op": "add",
-                    "path": "/metadata/annotations/" + _json_pointer(names.ANN_PROVISIONING_STEP),
-                    "value": step,
-                }
-            )
-    try:
-        live = ctx.kube.patch(
-            "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"
-        )
-    except KubeNotFound:
-        return None
-    lmeta = live["metadata"]
-    if lmeta.get("deletionTimestamp") or (live.get("spec") or {}).get("volumeName"):
-        return None
-    return live
-
-
-def _drop_intent(ctx: Context, pvc: Obj) -> None:
-    """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race)."""
-    meta = pvc["metadata"]
-    patch = {
-        "metadata": {
-            "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
-            "annotations": {names.ANN_PROVISIONING_STEP: None},
-        }
-    }
-    try:
-        ctx.kube.patch(
-            "persistentvolumeclaims", meta["name"], patch, namespace=meta["namespace"], patch_type="strategic"
-        )
-    except KubeNotFound:
-        pass
-
-
 def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, *, retry: float = 0.0) -> Outcome:
     """A final failure: one Warning (deduplicated), a metric, and no fast retry."""
     ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, message)
@@ -426,61 +347,6 @@ def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, *, re
         error=message,
     )
     return final(reason, message, retry_after=retry)
-
-
-def abandon(ctx: Context, pvc: Obj) -> Outcome:
-    """The claim is being deleted while our intent finalizer is on it: give Cinder back, then let it go."""
-    meta = pvc["metadata"]
-    uid = meta["uid"]
-    pv_name = names.pv_name_for(uid)
-    pv = ctx.pvs.get(pv_name)
-    if pv is not None and ((pv.get("spec") or {}).get("claimRef") or {}).get("uid") == uid:
-        _drop_intent(ctx, pvc)  # the PV exists: the delete flow owns the volume from here
-        ctx.hints.drop(uid)
-        return DONE
-    hint = ctx.hints.get(uid)
-    sc = ctx.classes.get(class_name_of(pvc))
-    cloud = None
-    secret_namespace = ctx.settings.secret_namespace
-    if sc is not None:
-        try:
-            params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=secret_namespace)
-            cloud, secret_namespace = params.cloud, params.secret_namespace
-        except InvalidInput:
-            pass
-    try:
-        cinder = ctx.cinder(cloud)
-        volume = _lookup(ctx, cinder, pv_name, hint)
-        if volume is not None:
-            if volume.status == DELETING:
-                return requeue(ctx.poll_delay(hint), "deleting")
-            if volume.status in _WAITING:
-                return requeue(ctx.poll_delay(hint), "waiting_to_delete")
-            if not ctx.is_leader():
-                return error("not_leader", "lost leadership before delete")
-            cleanup_volume(
-                ctx,
-                cinder,
-                volume.id,
-                None,
-                "attachment" if volume.attachment_ids else "legacy",
-                attachment_ids=volume.attachment_ids,
-            )
-            return requeue(ctx.poll_delay(hint), "deleting")
-    except CinderError as e:
-        ctx.events.event(pvc, "Warning", "ProvisioningCleanupFailed", f"cleaning up Cinder volume: {e}")
-        return error(type(e).__name__, str(e))
-    _delete_owned_secret(ctx, pv_name, secret_namespace)
-    _drop_intent(ctx, pvc)
-    ctx.hints.drop(uid)
-    return DONE
-
-
-def _delete_owned_secret(ctx: Context, pv_name: str, namespace: str) -> None:
-    try:
-        ctx.kube.delete("secrets", secret_name_for(pv_name), namespace=namespace)
-    except KubeNotFound:
-        pass
 
 
 __all__ = ["VolumeSource", "abandon", "class_name_of", "is_ours", "reconcile_claim"]

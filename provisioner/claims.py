@@ -1,0 +1,99 @@
+"""Claim-level helpers shared by the provision and abandon flows.
+
+Which claims are ours, the intent finalizer (persisted with a uid test before any Cinder create, removed
+last), and the lookup of a claim's Cinder volume by remembered id or by name + cluster tag.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner import names
+from provisioner.context import Context, Hint, Obj
+from provisioner.errors import CinderNotFound, KubeNotFound
+from provisioner.model import AVAILABLE, CREATING, Volume
+
+EXPORTABLE = frozenset({AVAILABLE, "reserved", "in-use", "attaching"})
+WAITING = frozenset({CREATING, "downloading", "restoring-backup", "maintenance", "retyping", "extending"})
+
+
+def class_name_of(pvc: Obj) -> str:
+    """The claim's StorageClass name: the beta annotation wins, like kube-controller-manager."""
+    ann = pvc["metadata"].get("annotations") or {}
+    return str(ann.get(names.ANN_BETA_STORAGE_CLASS) or (pvc.get("spec") or {}).get("storageClassName") or "")
+
+
+def is_ours(pvc: Obj, storage_class: Obj | None, provisioner_name: str) -> bool:
+    """The handshake annotation (or, without it, the class) names our provisioner."""
+    ann = pvc["metadata"].get("annotations") or {}
+    marked = ann.get(names.ANN_STORAGE_PROVISIONER) or ann.get(names.ANN_BETA_STORAGE_PROVISIONER)
+    if marked:
+        return bool(marked == provisioner_name)
+    return storage_class is not None and storage_class.get("provisioner") == provisioner_name
+
+
+def lookup_volume(ctx: Context, cinder: Any, pv_name: str, hint: Hint) -> Volume | None:
+    """The claim's volume: by remembered id, else by name + cluster tag (never a silent pick of two)."""
+    if hint.volume_id is not None:
+        try:
+            volume: Volume = cinder.get_volume(hint.volume_id)
+            return volume
+        except CinderNotFound:
+            hint.volume_id = None
+    found: Volume | None = cinder.find_volume(name=pv_name, cluster=ctx.settings.cluster_id)
+    return found
+
+
+def _json_pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | None:
+    """Add our finalizer (+ step annotation) with a uid test; the live claim, or None if it moved on."""
+    meta = pvc["metadata"]
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+    finalizers = meta.get("finalizers")
+    if finalizers is None:
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})
+    elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
+        ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
+    if step:
+        if meta.get("annotations") is None:
+            ops.append(
+                {"op": "add", "path": "/metadata/annotations", "value": {names.ANN_PROVISIONING_STEP: step}}
+            )
+        else:
+            ops.append(
+                {
+                    "op": "add",
+                    "path": "/metadata/annotations/" + _json_pointer(names.ANN_PROVISIONING_STEP),
+                    "value": step,
+                }
+            )
+    try:
+        live = ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"
+        )
+    except KubeNotFound:
+        return None
+    lmeta = live["metadata"]
+    if lmeta.get("deletionTimestamp") or (live.get("spec") or {}).get("volumeName"):
+        return None
+    return live
+
+
+def drop_intent(ctx: Context, pvc: Obj) -> None:
+    """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race)."""
+    meta = pvc["metadata"]
+    patch = {
+        "metadata": {
+            "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
+            "annotations": {names.ANN_PROVISIONING_STEP: None},
+        }
+    }
+    try:
+        ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], patch, namespace=meta["namespace"], patch_type="strategic"
+        )
+    except KubeNotFound:
+        pass
