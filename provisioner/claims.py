@@ -76,6 +76,7 @@ def persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | Non
         )
     except KubeNotFound:
         return None
+    ctx.hints.intent_persisted(meta["uid"])
     lmeta = live["metadata"]
     if lmeta.get("deletionTimestamp") or (live.get("spec") or {}).get("volumeName"):
         return None
@@ -85,6 +86,8 @@ def persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | Non
 def drop_intent(ctx: Context, pvc: Obj) -> None:
     """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race)."""
     meta = pvc["metadata"]
+    if ctx.hints.intent_released(meta["uid"]):
+        return  # already removed by us; the cached copy is just late
     patch = {
         "metadata": {
             "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
@@ -97,3 +100,4 @@ def drop_intent(ctx: Context, pvc: Obj) -> None:
         )
     except KubeNotFound:
         pass
+    ctx.hints.mark_intent_released(meta["uid"])

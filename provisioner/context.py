@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,9 +89,12 @@ class Hint:
 class Hints:
     """uid → Hint, thread-safe. Entries are dropped when a flow completes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, remember_released: int = 4096) -> None:
         self._d: dict[str, Hint] = {}
         self._lock = threading.Lock()
+        # uids whose intent finalizer we removed recently: a late event still showing it needs no patch
+        self._released: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember_released
 
     def get(self, uid: str) -> Hint:
         with self._lock:
@@ -106,6 +110,24 @@ class Hints:
     def __len__(self) -> int:
         with self._lock:
             return len(self._d)
+
+    def mark_intent_released(self, uid: str) -> None:
+        """Remember that the intent finalizer of ``uid`` is gone (bounded memory)."""
+        with self._lock:
+            self._released[uid] = None
+            self._released.move_to_end(uid)
+            while len(self._released) > self._remember:
+                self._released.popitem(last=False)
+
+    def intent_persisted(self, uid: str) -> None:
+        """The intent finalizer is on ``uid`` again: forget that it was released."""
+        with self._lock:
+            self._released.pop(uid, None)
+
+    def intent_released(self, uid: str) -> bool:
+        """True if we removed ``uid``'s intent finalizer ourselves (the cache may still show it)."""
+        with self._lock:
+            return uid in self._released
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
