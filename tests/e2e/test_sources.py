@@ -18,6 +18,19 @@ def volume_of(world: World, claim: str) -> Any:
     return world.cinder.get_volume(pv["metadata"]["annotations"][names.ANN_VOLUME_ID]), pv
 
 
+def snapshot_of(world: World, claim: str, *, taken_in: str) -> Any:
+    """An available Cinder snapshot of ``claim``'s volume, tagged as taken in namespace ``taken_in``."""
+    src, _ = volume_of(world, claim)
+    snap = world.cinder.create_snapshot(
+        src.id,
+        name=f"of-{claim}",
+        force=True,
+        metadata={names.META_CLUSTER: "e2e", names.META_PVC_NAMESPACE: taken_in},
+    )
+    wait_for(lambda: world.cinder.get_snapshot(snap.id).status == "available", 10, "snapshot available")
+    return snap
+
+
 @pytest.fixture
 def sourced(world: World) -> World:
     world.start_replica()
@@ -43,14 +56,7 @@ def test_clone_of_a_claim(sourced: World) -> None:
 def test_restore_from_cinder_snapshot_annotation(sourced: World) -> None:
     """netvol.io/restore-from-snapshot with a snapshot of this cluster and namespace restores it."""
     world = sourced
-    src, _ = volume_of(world, "src")
-    snap = world.cinder.create_snapshot(
-        src.id,
-        name="nightly",
-        force=True,
-        metadata={names.META_CLUSTER: "e2e", names.META_PVC_NAMESPACE: "default"},
-    )
-    wait_for(lambda: world.cinder.get_snapshot(snap.id).status == "available", 10, "snapshot available")
+    snap = snapshot_of(world, "src", taken_in="default")
     world.create_pvc("restored", "rbd", size="2Gi", annotations={names.ANN_RESTORE_FROM_SNAPSHOT: snap.id})
     world.wait_bound("restored")
     restored, pv = volume_of(world, "restored")
@@ -61,14 +67,7 @@ def test_restore_from_cinder_snapshot_annotation(sourced: World) -> None:
 def test_restore_refuses_another_namespaces_snapshot(sourced: World) -> None:
     """A snapshot taken in another namespace is refused (tenant isolation): Warning, no volume."""
     world = sourced
-    src, _ = volume_of(world, "src")
-    snap = world.cinder.create_snapshot(
-        src.id,
-        name="theirs",
-        force=True,
-        metadata={names.META_CLUSTER: "e2e", names.META_PVC_NAMESPACE: "other-team"},
-    )
-    wait_for(lambda: world.cinder.get_snapshot(snap.id).status == "available", 10, "snapshot available")
+    snap = snapshot_of(world, "src", taken_in="other-team")
     before = len(world.our_volumes())
     world.create_pvc("stolen", "rbd", annotations={names.ANN_RESTORE_FROM_SNAPSHOT: snap.id})
     wait_for(lambda: any(e["type"] == "Warning" for e in world.events_for("stolen")), 10, "warning")
