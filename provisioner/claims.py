@@ -6,6 +6,7 @@ last), and the lookup of a claim's Cinder volume by remembered id or by name + c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from provisioner import names
@@ -15,6 +16,25 @@ from provisioner.model import AVAILABLE, CREATING, Volume
 
 EXPORTABLE = frozenset({AVAILABLE, "reserved", "in-use", "attaching"})
 WAITING = frozenset({CREATING, "downloading", "restoring-backup", "maintenance", "retyping", "extending"})
+
+
+def other_create_in_flight(ctx: Context, pvc: Obj) -> float:
+    """Seconds to wait before our own create: another replica's create may still be landing.
+
+    Fencing stops a replica from *sending* Cinder mutations once it is unsure it leads, but a create it
+    sent just before may reach Cinder after a new leader has looked the volume up — a duplicate. So every
+    create first records "<identity> <time>" on the claim, and a different replica waits until that
+    attempt can no longer land (``create_in_flight_seconds``) before it looks up and creates.
+    """
+    raw = (pvc["metadata"].get("annotations") or {}).get(names.ANN_CREATE_ATTEMPT, "")
+    who, _, when = raw.partition(" ")
+    if not who or who == ctx.settings.identity:
+        return 0.0
+    try:
+        sent = float(when)
+    except ValueError:
+        return 0.0
+    return max(0.0, sent + ctx.settings.create_in_flight_seconds - ctx.wall())
 
 
 def class_name_of(pvc: Obj) -> str:
@@ -48,8 +68,10 @@ def _json_pointer(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | None:
-    """Add our finalizer (+ step annotation) with a uid test; the live claim, or None if it moved on."""
+def persist_intent(
+    ctx: Context, pvc: Obj, step: str | None = None, *, extra: Mapping[str, str] | None = None
+) -> Obj | None:
+    """Add our finalizer (+ step and ``extra`` annotations) with a uid test; the live claim, or None."""
     meta = pvc["metadata"]
     ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
     finalizers = meta.get("finalizers")
@@ -57,19 +79,14 @@ def persist_intent(ctx: Context, pvc: Obj, step: str | None = None) -> Obj | Non
         ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})
     elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
         ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
+    annotations = dict(extra or {})
     if step:
-        if meta.get("annotations") is None:
-            ops.append(
-                {"op": "add", "path": "/metadata/annotations", "value": {names.ANN_PROVISIONING_STEP: step}}
-            )
-        else:
-            ops.append(
-                {
-                    "op": "add",
-                    "path": "/metadata/annotations/" + _json_pointer(names.ANN_PROVISIONING_STEP),
-                    "value": step,
-                }
-            )
+        annotations[names.ANN_PROVISIONING_STEP] = step
+    if annotations and meta.get("annotations") is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    else:
+        for key, value in annotations.items():
+            ops.append({"op": "add", "path": "/metadata/annotations/" + _json_pointer(key), "value": value})
     try:
         live = ctx.kube.patch(
             "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"
@@ -91,7 +108,7 @@ def drop_intent(ctx: Context, pvc: Obj) -> None:
     patch = {
         "metadata": {
             "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
-            "annotations": {names.ANN_PROVISIONING_STEP: None},
+            "annotations": {names.ANN_PROVISIONING_STEP: None, names.ANN_CREATE_ATTEMPT: None},
         }
     }
     try:

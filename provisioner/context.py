@@ -70,6 +70,8 @@ class Settings:
     poll_initial_seconds: float = 0.25
     poll_max_seconds: float = 5.0
     final_retry_seconds: float = 300.0
+    #: How long another replica's Cinder create may still land after it was sent (its HTTP timeout + margin)
+    create_in_flight_seconds: float = 35.0
     identity: str = ""
 
 
@@ -146,6 +148,7 @@ class Context:
     #: True while this replica is sure it holds the lease (fencing); always True without election.
     is_leader: Callable[[], bool] = lambda: True
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
     #: Crash points for the chaos harness: called with a point name; raises SimulatedCrash when armed.
     checkpoint: Callable[[str], None] = lambda point: None
     #: cloud name → monotonic time before which no call may go to it (Cinder said 429 + Retry-After).

@@ -14,6 +14,7 @@ import structlog
 
 from provisioner import names
 from provisioner.context import Context, Obj
+from provisioner.duplicates import remove_duplicates, volumes_of_claim
 from provisioner.errors import (
     CinderConflict,
     CinderError,
@@ -119,6 +120,15 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
             storage_class=sc_name, outcome="failure", reason=type(e).__name__
         ).inc()
         return error(type(e).__name__, str(e))
+    claim_uid = (spec.get("claimRef") or {}).get("uid")
+    if claim_uid:
+        try:
+            cinder = ctx.cinder(ann.get(names.ANN_CLOUD))
+            leftovers = [v for v in volumes_of_claim(ctx, cinder, claim_uid) if v.id != volume_id]
+            if leftovers and not remove_duplicates(ctx, cinder, pv, leftovers, keep=None):
+                return requeue(ctx.poll_delay(hint), "deleting_duplicates")
+        except CinderError as e:
+            return error(type(e).__name__, str(e))
     ctx.checkpoint("before_pv_finalizer_removal")
     # The volume is gone: let the PV go (and its Secret, even if a crash kept its owner reference off).
     _delete_owned_secret(ctx, pv)

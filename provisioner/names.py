@@ -26,6 +26,8 @@ ANN_EXPORT_MODE: Final = PREFIX + "export"  # "attachment" | "legacy"
 ANN_CLOUD: Final = PREFIX + "cloud"
 ANN_PROVISIONING_STEP: Final = PREFIX + "provisioning-step"
 ANN_LEASE_HOLDER: Final = PREFIX + "lease-holder"
+#: "<replica identity> <unix time>" of the latest Cinder create attempt for the claim (fencing aid)
+ANN_CREATE_ATTEMPT: Final = PREFIX + "create-attempt"
 
 # Labels we write
 LABEL_PV: Final = PREFIX + "pv"  # on provisioner-owned Secrets: the PV they belong to

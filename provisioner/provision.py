@@ -22,10 +22,13 @@ from provisioner.claims import (
     drop_intent,
     is_ours,
     lookup_volume,
+    other_create_in_flight,
     persist_intent,
 )
 from provisioner.context import Context, Hint, Obj
+from provisioner.duplicates import choose_keeper, remove_duplicates, volumes_of_claim
 from provisioner.errors import (
+    CinderAmbiguous,
     CinderQuotaExceeded,
     CinderRateLimited,
     InvalidInput,
@@ -106,7 +109,16 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
         return requeue(wait, "poll_not_due")  # woken by an event that changes nothing Cinder-side
     try:
         cinder = ctx.cinder(params.cloud)
-        volume = lookup_volume(ctx, cinder, pv_name, hint)
+        try:
+            volume = lookup_volume(ctx, cinder, pv_name, hint)
+        except CinderAmbiguous:
+            # Only a create that landed after a leader change can do this (see duplicates.py).
+            candidates = volumes_of_claim(ctx, cinder, uid)
+            keeper = choose_keeper(candidates) if candidates else None
+            if keeper is not None:
+                hint.volume_id = keeper.id
+            remove_duplicates(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
+            return requeue(ctx.poll_delay(hint), "duplicates")
         if volume is None:
             return _create(ctx, pvc, sc=sc, params=params, cinder=cinder, hint=hint, log_=log_)
         hint.volume_id = volume.id
@@ -131,7 +143,10 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
 def _create(
     ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, hint: Hint, log_: Any
 ) -> Outcome:
-    live = persist_intent(ctx, pvc, step="creating-volume")
+    if (wait := other_create_in_flight(ctx, pvc)) > 0:
+        return requeue(wait, "previous_create_in_flight")
+    attempt = {names.ANN_CREATE_ATTEMPT: f"{ctx.settings.identity} {ctx.wall():.3f}"}
+    live = persist_intent(ctx, pvc, step="creating-volume", extra=attempt if ctx.settings.identity else None)
     if live is None:
         return requeue(0.0, "claim_changed")
     meta = live["metadata"]

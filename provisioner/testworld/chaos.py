@@ -98,6 +98,7 @@ class Harness:
             resync_seconds=20.0,
             watch_timeout_seconds=15,
             checkpoint=checkpoint,
+            create_in_flight_seconds=5.0,  # the harness's slowest create is 1 s
             poll_initial_seconds=0.05,
             poll_max_seconds=0.5,
             final_retry_seconds=5.0,

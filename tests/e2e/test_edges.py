@@ -30,8 +30,19 @@ def test_pv_already_exists_for_another_claim_is_not_taken_as_success(world: Worl
             },
         },
     )
-    wait_for(lambda: replica.controller.pvs.get(pv_name) is not None, 10, "PV cached")
+    # Let the simulated PV controller settle the foreign PV (it marks it Released), then our cache.
+    wait_for(
+        lambda: (world.sim.get("persistentvolumes", "", pv_name) or {}).get("status", {}).get("phase"),
+        10,
+        "phase",
+    )
     world.sim.wait_idle()
+    phase = world.sim.get("persistentvolumes", "", pv_name)["status"]["phase"]  # type: ignore[index]
+    wait_for(
+        lambda: (replica.controller.pvs.get(pv_name) or {}).get("status", {}).get("phase") == phase,
+        10,
+        "cached",
+    )
     replica.controller.pvs._cache.pop(pv_name)  # the cache lags: only the create's 409 can tell
     world.kube.patch(
         "persistentvolumeclaims",
