@@ -113,10 +113,9 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
             volume = lookup_volume(ctx, cinder, pv_name, hint)
         except CinderAmbiguous:
             # Only a create that landed after a leader change can do this (see duplicates.py).
+            # The hint stays unset until only one is left, so the next round looks them up again.
             candidates = volumes_of_claim(ctx, cinder, uid)
             keeper = choose_keeper(candidates) if candidates else None
-            if keeper is not None:
-                hint.volume_id = keeper.id
             remove_duplicates(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
             return requeue(ctx.poll_delay(hint), "duplicates")
         if volume is None:

@@ -94,3 +94,32 @@ def test_unknown_cloud_in_class_is_a_clear_final_error(world: World) -> None:
     warning = next(e for e in world.events_for("data") if e["type"] == "Warning")
     assert "parameters.cloud" in warning["message"]
     assert "mars" in warning["message"]
+
+
+def test_duplicate_volumes_of_a_claim_are_resolved_not_a_dead_end(world: World) -> None:
+    """Two tagged volumes for one claim (a create that landed late): keep one, delete the other, bind."""
+    from provisioner.model import CreateVolumeRequest
+
+    world.start_replica()
+    world.create_class("late", {"type": "rbd"}, binding="WaitForFirstConsumer")
+    pvc = world.create_pvc("data", "late")
+    uid = pvc["metadata"]["uid"]
+    tags = {names.META_CLUSTER: "e2e", names.META_PVC_UID: uid, names.META_CREATED_BY: "old-leader"}
+    for _ in range(2):
+        world.cinder.create_volume(
+            CreateVolumeRequest(name=names.pv_name_for(uid), size_gib=1, volume_type="rbd", metadata=tags)
+        )
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"metadata": {"annotations": {names.ANN_SELECTED_NODE: "node-1"}}},
+        namespace="default",
+    )
+    world.wait_bound("data", timeout=20)
+    wait_for(lambda: len(world.our_volumes()) == 1, 15, "duplicate deleted")
+    pv = world.pv_of("data")
+    assert pv is not None
+    assert [pv["metadata"]["annotations"][names.ANN_VOLUME_ID]] == [v.id for v in world.our_volumes()]
+    wait_for(
+        lambda: any(e["reason"] == "DuplicateVolumeDeleted" for e in world.events_for("data")), 5, "event"
+    )
