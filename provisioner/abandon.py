@@ -7,7 +7,7 @@ then let the claim go by removing the finalizer: a deletion mid-provision can ne
 from __future__ import annotations
 
 from provisioner import names
-from provisioner.claims import WAITING, class_name_of, drop_intent, lookup_volume
+from provisioner.claims import WAITING, class_name_of, drop_intent, lookup_volume, other_create_in_flight
 from provisioner.context import Context, Obj
 from provisioner.errors import CinderError, InvalidInput, KubeNotFound
 from provisioner.events import PROVISIONING_CLEANUP_FAILED
@@ -60,6 +60,8 @@ def abandon(ctx: Context, pvc: Obj) -> Outcome:
     except CinderError as e:
         ctx.events.event(pvc, "Warning", PROVISIONING_CLEANUP_FAILED, f"cleaning up Cinder volume: {e}")
         return error(type(e).__name__, str(e))
+    if (wait := other_create_in_flight(ctx, pvc)) > 0:
+        return requeue(wait, "previous_create_in_flight")  # it could still land: look again after
     _delete_owned_secret(ctx, pv_name, secret_namespace)
     drop_intent(ctx, pvc)
     ctx.hints.drop(uid)
