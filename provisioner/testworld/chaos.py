@@ -229,6 +229,14 @@ def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float
             time.sleep(0.2)
             leaked_list = _our_volumes(emu)
         leaked = len(leaked_list)
+        for v in leaked_list:  # say what leaked, for the human reading the log
+            md = v.get("metadata") or {}
+            print(
+                f"LEAKED {v['id']} status={v.get('status')} claim={md.get(names.META_PVC_NAME)} "
+                f"uid={md.get(names.META_PVC_UID)} by={md.get(names.META_CREATED_BY)} "
+                f"attachments={len(v.get('attachments') or [])}",
+                file=out,
+            )
         for r in h.alive():
             r.terminate()
         kube.close()
