@@ -7,13 +7,15 @@ then let the claim go by removing the finalizer: a deletion mid-provision can ne
 from __future__ import annotations
 
 from provisioner import names
-from provisioner.claims import class_name_of, drop_intent, other_create_in_flight, params_or_none
+from provisioner.claims import WAITING, class_name_of, drop_intent, lookup_volume, other_create_in_flight
 from provisioner.context import Context, Obj
-from provisioner.duplicates import remove_volumes, volumes_of_claim
-from provisioner.errors import CinderError, KubeNotFound
+from provisioner.errors import CinderError, InvalidInput, KubeNotFound
 from provisioner.events import PROVISIONING_CLEANUP_FAILED
+from provisioner.export import cleanup_volume
 from provisioner.mapping import secret_name_for
+from provisioner.model import DELETING
 from provisioner.outcome import DONE, Outcome, error, requeue
+from provisioner.params import parse_class_parameters
 
 
 def abandon(ctx: Context, pvc: Obj) -> Outcome:
@@ -27,13 +29,33 @@ def abandon(ctx: Context, pvc: Obj) -> Outcome:
         ctx.hints.drop(uid)
         return DONE
     hint = ctx.hints.get(uid)
-    params = params_or_none(ctx, ctx.classes.get(class_name_of(pvc)))
-    secret_namespace = params.secret_namespace if params else ctx.settings.secret_namespace
+    sc = ctx.classes.get(class_name_of(pvc))
+    cloud = None
+    secret_namespace = ctx.settings.secret_namespace
+    if sc is not None:
+        try:
+            params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=secret_namespace)
+            cloud, secret_namespace = params.cloud, params.secret_namespace
+        except InvalidInput:
+            pass
     try:
-        cinder = ctx.cinder(params.cloud if params else None)
-        volumes = volumes_of_claim(ctx, cinder, uid)
-        if volumes:  # any status: wait until Cinder no longer lists them
-            remove_volumes(ctx, cinder, pvc, volumes, keep=None, duplicates=False)
+        cinder = ctx.cinder(cloud)
+        volume = lookup_volume(ctx, cinder, pv_name, hint)
+        if volume is not None:
+            if volume.status == DELETING:
+                return requeue(ctx.poll_delay(hint), "deleting")
+            if volume.status in WAITING:
+                return requeue(ctx.poll_delay(hint), "waiting_to_delete")
+            if not ctx.is_leader():
+                return error("not_leader", "lost leadership before delete")
+            cleanup_volume(
+                ctx,
+                cinder,
+                volume.id,
+                None,
+                "attachment" if volume.attachment_ids else "legacy",
+                attachment_ids=volume.attachment_ids,
+            )
             return requeue(ctx.poll_delay(hint), "deleting")
     except CinderError as e:
         ctx.events.event(pvc, "Warning", PROVISIONING_CLEANUP_FAILED, f"cleaning up Cinder volume: {e}")

@@ -11,9 +11,8 @@ from typing import Any
 
 from provisioner import names
 from provisioner.context import Context, Hint, Obj
-from provisioner.errors import CinderNotFound, InvalidInput, KubeNotFound
+from provisioner.errors import CinderNotFound, KubeNotFound
 from provisioner.model import AVAILABLE, CREATING, Volume
-from provisioner.params import ClassParams, parse_class_parameters
 
 EXPORTABLE = frozenset({AVAILABLE, "reserved", "in-use", "attaching"})
 WAITING = frozenset({CREATING, "downloading", "restoring-backup", "maintenance", "retyping", "extending"})
@@ -36,18 +35,6 @@ def other_create_in_flight(ctx: Context, pvc: Obj) -> float:
     except ValueError:
         return 0.0
     return max(0.0, sent + ctx.settings.create_in_flight_seconds - ctx.wall())
-
-
-def params_or_none(ctx: Context, storage_class: Obj | None) -> ClassParams | None:
-    """The class's parameters, or None when the class is gone or invalid (cleanup flows use defaults)."""
-    if storage_class is None:
-        return None
-    try:
-        return parse_class_parameters(
-            storage_class.get("parameters"), default_secret_namespace=ctx.settings.secret_namespace
-        )
-    except InvalidInput:
-        return None
 
 
 def class_name_of(pvc: Obj) -> str:

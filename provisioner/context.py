@@ -154,15 +154,10 @@ class Context:
     #: cloud name → monotonic time before which no call may go to it (Cinder said 429 + Retry-After).
     gates: dict[str, float] = field(default_factory=dict)
 
-    def hold_cloud(self, cloud: str | None, retry_after: float | None) -> float:
-        """Honour Retry-After for every claim on this cloud, not just the one that got the 429.
-
-        Returns the delay (1 s when Cinder named none) for the caller's requeue.
-        """
-        seconds = retry_after or 1.0
+    def hold_cloud(self, cloud: str | None, seconds: float) -> None:
+        """Honour Retry-After for every claim on this cloud, not just the one that got the 429."""
         name = cloud or self.settings.default_cloud
         self.gates[name] = max(self.gates.get(name, 0.0), self.clock() + seconds)
-        return seconds
 
     def cloud_wait(self, cloud: str | None) -> float:
         """Seconds until the cloud may be called again (0 when open)."""

@@ -13,20 +13,21 @@ from typing import Any
 import structlog
 
 from provisioner import names
-from provisioner.claims import params_or_none
 from provisioner.context import Context, Obj
-from provisioner.duplicates import remove_volumes, volumes_of_claim
+from provisioner.duplicates import remove_duplicates, volumes_of_claim
 from provisioner.errors import (
     CinderConflict,
     CinderError,
     CinderNotFound,
     CinderRateLimited,
+    InvalidInput,
     KubeNotFound,
 )
 from provisioner.events import VOLUME_DELETE_WAITING, VOLUME_FAILED_DELETE
 from provisioner.export import unexport
 from provisioner.model import DELETING, AttachmentId, ExportMode, VolumeId
 from provisioner.outcome import DONE, Outcome, error, requeue
+from provisioner.params import parse_class_parameters
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +64,15 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
         else "legacy"
     )
     sc_name = str(spec.get("storageClassName") or "")
-    params = params_or_none(ctx, ctx.classes.get(sc_name) if sc_name else None)
-    cascade = params.cascade_delete if params else False
+    cascade = False
+    sc = ctx.classes.get(sc_name) if sc_name else None
+    if sc is not None:
+        try:
+            cascade = parse_class_parameters(
+                sc.get("parameters"), default_secret_namespace=ctx.settings.secret_namespace
+            ).cascade_delete
+        except InvalidInput:
+            cascade = False
     hint = ctx.hints.get(meta.get("uid", pv_name))
     log_ = log.bind(pv=pv_name, volume_id=volume_id)
     if (wait := ctx.cloud_wait(ann.get(names.ANN_CLOUD))) > 0:
@@ -104,7 +112,8 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
             log_.info("volume_delete_requested")
             return _wait(ctx, pv, hint)
     except CinderRateLimited as e:
-        return requeue(ctx.hold_cloud(ann.get(names.ANN_CLOUD), e.retry_after), "rate_limited")
+        ctx.hold_cloud(ann.get(names.ANN_CLOUD), e.retry_after or 1.0)
+        return requeue(e.retry_after or 1.0, "rate_limited")
     except CinderError as e:
         ctx.events.event(pv, "Warning", VOLUME_FAILED_DELETE, f"deleting Cinder volume {volume_id}: {e}")
         ctx.metrics.delete_total.labels(
@@ -116,7 +125,7 @@ def reconcile_volume(ctx: Context, pv_name: str) -> Outcome:
         try:
             cinder = ctx.cinder(ann.get(names.ANN_CLOUD))
             leftovers = [v for v in volumes_of_claim(ctx, cinder, claim_uid) if v.id != volume_id]
-            if leftovers and not remove_volumes(ctx, cinder, pv, leftovers, keep=None):
+            if leftovers and not remove_duplicates(ctx, cinder, pv, leftovers, keep=None):
                 return requeue(ctx.poll_delay(hint), "deleting_duplicates")
         except CinderError as e:
             return error(type(e).__name__, str(e))

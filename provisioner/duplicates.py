@@ -1,4 +1,4 @@
-"""Giving back a claim's Cinder volumes: its duplicates, or all of them when the claim is abandoned.
+"""Removing duplicate Cinder volumes of one claim.
 
 Duplicates can only come from a create that was sent by a replica just before it lost its lease and that
 landed after the new leader looked the volume up (fencing stops *sending*, not *landing*; the
@@ -48,21 +48,10 @@ def choose_keeper(volumes: Sequence[Volume]) -> Volume:
     return sorted(volumes, key=lambda v: (rank(v), v.id))[0]
 
 
-def remove_volumes(
-    ctx: Context,
-    cinder: CinderPort,
-    about: Obj,
-    volumes: Sequence[Volume],
-    *,
-    keep: VolumeId | None,
-    duplicates: bool = True,
+def remove_duplicates(
+    ctx: Context, cinder: CinderPort, about: Obj, volumes: Sequence[Volume], keep: VolumeId | None
 ) -> bool:
-    """Unexport and delete every volume but ``keep``; True when none is left to act on.
-
-    Volumes still being created or deleted are left for the next round (False). ``duplicates`` says
-    whether these are duplicates of a claim's volume (each gets an event) or the claim's own volumes
-    being given back (the abandon flow).
-    """
+    """Delete every volume but ``keep``; True when none is left (others may still be settling)."""
     settled = True
     for v in volumes:
         if v.id == keep:
@@ -75,9 +64,6 @@ def remove_volumes(
         mode: ExportMode = "attachment" if v.attachment_ids else "legacy"
         cleanup_volume(ctx, cinder, v.id, None, mode, attachment_ids=v.attachment_ids)
         settled = False
-        if not duplicates:
-            log.info("claim_volume_deleted", volume_id=v.id)
-            continue
         log.warning("duplicate_volume_deleted", volume_id=v.id, kept=keep)
         creator = v.metadata.get(names.META_CREATED_BY, "?")
         ctx.events.event(

@@ -26,7 +26,7 @@ from provisioner.claims import (
     persist_intent,
 )
 from provisioner.context import Context, Hint, Obj
-from provisioner.duplicates import choose_keeper, remove_volumes, volumes_of_claim
+from provisioner.duplicates import choose_keeper, remove_duplicates, volumes_of_claim
 from provisioner.errors import (
     CinderAmbiguous,
     CinderQuotaExceeded,
@@ -65,7 +65,10 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
     if meta.get("deletionTimestamp"):
         return abandon(ctx, pvc) if ours_finalizer else DONE
     if (pvc.get("spec") or {}).get("volumeName"):
-        return _finished(ctx, pvc, ours_finalizer)
+        if ours_finalizer:
+            drop_intent(ctx, pvc)
+        ctx.hints.drop(uid)
+        return DONE
     sc_name = class_name_of(pvc)
     sc = ctx.classes.get(sc_name) if sc_name else None
     if not sc_name or not is_ours(pvc, sc, ctx.settings.provisioner_name):
@@ -75,7 +78,10 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
     if existing_pv is not None:
         claim_ref = (existing_pv.get("spec") or {}).get("claimRef") or {}
         if claim_ref.get("uid") == uid:
-            return _finished(ctx, pvc, ours_finalizer)
+            if ours_finalizer:
+                drop_intent(ctx, pvc)
+            ctx.hints.drop(uid)
+            return DONE
         return _fail(
             ctx, pvc, sc_name, "pv_name_conflict", f"PV {pv_name} exists but belongs to another claim"
         )
@@ -110,7 +116,7 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
             # The hint stays unset until only one is left, so the next round looks them up again.
             candidates = volumes_of_claim(ctx, cinder, uid)
             keeper = choose_keeper(candidates) if candidates else None
-            remove_volumes(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
+            remove_duplicates(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
             return requeue(ctx.poll_delay(hint), "duplicates")
         if volume is None:
             return _create(ctx, pvc, sc=sc, params=params, cinder=cinder, hint=hint, log_=log_)
@@ -123,21 +129,14 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
             ctx, pvc, sc_name, "quota", f"Cinder quota exceeded: {e}", retry=ctx.settings.final_retry_seconds
         )
     except CinderRateLimited as e:
-        return requeue(ctx.hold_cloud(params.cloud, e.retry_after), "rate_limited")
+        ctx.hold_cloud(params.cloud, e.retry_after or 1.0)
+        return requeue(e.retry_after or 1.0, "rate_limited")
     except ProvisionerError as e:
         if e.final:
             return _fail(ctx, pvc, sc_name, type(e).__name__, str(e))
         log_.warning("provision_step_failed", error=str(e))
         ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, f"will retry: {e}")
         return error(type(e).__name__, str(e))
-
-
-def _finished(ctx: Context, pvc: Obj, ours_finalizer: bool) -> Outcome:
-    """The claim is bound or its PV exists: only our intent finalizer (if still on) is left to remove."""
-    if ours_finalizer:
-        drop_intent(ctx, pvc)
-    ctx.hints.drop(pvc["metadata"]["uid"])
-    return DONE
 
 
 def _create(
