@@ -30,7 +30,7 @@ from attach.rbd import Rbd
 from attach.runner import REDACTED, Runner
 from attach.settings import Settings
 from attach.stash import InFlight, Locks, StashStore
-from provisioner.errors import ProvisionerError
+from provisioner.domain.errors import ProvisionerError
 
 _SECRET_FIELDS = ("key", "password", "secret", "secrets", "token")
 

@@ -7,7 +7,7 @@ contain secrets: commands appear with their argv already redacted by the runner.
 
 from __future__ import annotations
 
-from provisioner.errors import ProvisionerError
+from provisioner.domain.errors import ProvisionerError
 
 
 class AttachError(ProvisionerError):

@@ -25,7 +25,7 @@ from attach.mount import Mounter
 from attach.rbd import Rbd
 from attach.stash import PHASE_STAGED, Locks, StashRecord, StashStore
 from provisioner.csi_contract import SECRET_CEPHX_KEY, IscsiTarget, RbdTarget, Target, decode
-from provisioner.errors import InvalidInput
+from provisioner.domain.errors import InvalidInput
 
 log = structlog.get_logger(__name__)
 

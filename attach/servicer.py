@@ -18,8 +18,8 @@ import structlog
 from attach import csi_stubs
 from attach.errors import AttachError, InvalidRequest
 from attach.node import NodeOps, StageRequest
-from provisioner.errors import ProvisionerError
-from provisioner.names import CSI_DRIVER_NAME
+from provisioner.domain.errors import ProvisionerError
+from provisioner.domain.names import CSI_DRIVER_NAME
 
 log = structlog.get_logger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisioner.errors import ConfigError
+from provisioner.domain.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

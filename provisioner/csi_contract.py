@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from provisioner.errors import InvalidInput
+from provisioner.domain.errors import InvalidInput
 
 # volumeAttributes keys
 ATTR_TYPE: Final = "type"  # "rbd" | "iscsi"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Protocol
 
-from provisioner.model import (
+from provisioner.domain.model import (
     Attachment,
     AttachmentId,
     CinderCapabilities,

@@ -13,9 +13,9 @@ from typing import Any, Final
 
 import yaml
 
-from provisioner.mapping import MappedObjects, ProvisionedVolume, build_objects
-from provisioner.model import ConnectionInfo
-from provisioner.params import parse_class_parameters
+from provisioner.domain.model import ConnectionInfo
+from provisioner.domain.params import parse_class_parameters
+from provisioner.mapping.build import MappedObjects, ProvisionedVolume, build_objects
 
 SAMPLES: Final = Path(__file__).parent / "samples"
 PVC_UID: Final = "6d3c1c3e-8d0a-4d87-9d1b-0b8d3f3e2a11"

@@ -20,7 +20,7 @@ import kubernetes
 import urllib3
 from kubernetes.client import ApiClient, Configuration
 
-from provisioner.errors import (
+from provisioner.domain.errors import (
     KubeAlreadyExists,
     KubeConflict,
     KubeError,

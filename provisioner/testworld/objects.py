@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisioner import names
+from provisioner.domain import names
 
 
 def storage_class(

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from provisioner.adapters.cinder import CinderAdapter, make_cinder
-from provisioner.config_auth import CloudConfig, cloud_from_entry
-from provisioner.errors import CinderNotFound
-from provisioner.model import Volume, VolumeId
-from provisioner.testworld.cinder_emulator import CinderEmulator
+from provisioner.adapters.cinder.client import CinderAdapter, make_cinder
+from provisioner.config.auth import CloudConfig, cloud_from_entry
+from provisioner.domain.errors import CinderNotFound
+from provisioner.domain.model import Volume, VolumeId
+from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
 
 
 @dataclass
@@ -105,7 +105,7 @@ def emulator_world() -> Iterator[CinderWorld]:
 @pytest.fixture(scope="session")
 def real_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CinderWorld]:
     """Real OpenStack Cinder (PyPI ``cinder``) in a subprocess, reached in no-auth mode."""
-    from provisioner.testworld.real_cinder import start_real_cinder
+    from provisioner.testworld.real_cinder.launcher import start_real_cinder
 
     workdir: Path = tmp_path_factory.mktemp("real-cinder")
     with start_real_cinder(workdir, backends=("rbd", "iscsi")) as handle:

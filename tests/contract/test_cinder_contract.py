@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner import names
-from provisioner.errors import CinderAmbiguous, CinderBadRequest, CinderConflict, CinderNotFound
-from provisioner.model import (
+from provisioner.domain import names
+from provisioner.domain.errors import CinderAmbiguous, CinderBadRequest, CinderConflict, CinderNotFound
+from provisioner.domain.model import (
     AttachmentId,
     Connector,
     CreateVolumeRequest,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from provisioner import names
-from provisioner.testworld.cinder_emulator import CinderEmulator
+from provisioner.domain import names
+from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
 from provisioner.testworld.objects import emulator_cloud
 from tests.e2e.world import World, config_for, wait_for
 
@@ -98,7 +98,7 @@ def test_unknown_cloud_in_class_is_a_clear_final_error(world: World) -> None:
 
 def test_duplicate_volumes_of_a_claim_are_resolved_not_a_dead_end(world: World) -> None:
     """Two tagged volumes for one claim (a create that landed late): keep one, delete the other, bind."""
-    from provisioner.model import CreateVolumeRequest
+    from provisioner.domain.model import CreateVolumeRequest
 
     world.start_replica()
     world.create_class("late", {"type": "rbd"}, binding="WaitForFirstConsumer")

@@ -6,11 +6,11 @@ import threading
 import time
 from typing import Any
 
-from provisioner import names
-from provisioner.adapters.cinder import make_cinder
-from provisioner.config import ProvisionerConfig
-from provisioner.errors import KubeUnavailable
-from provisioner.replica import Replica
+from provisioner.adapters.cinder.client import make_cinder
+from provisioner.config.settings import ProvisionerConfig
+from provisioner.domain import names
+from provisioner.domain.errors import KubeUnavailable
+from provisioner.runtime.replica import Replica
 from tests.e2e.world import FAST, World, config_for, wait_for
 
 MUTATIONS = {

@@ -7,7 +7,7 @@ import json
 import structlog
 from structlog.testing import capture_logs
 
-from provisioner.testworld.cinder_emulator_conninfo import IscsiProfile, RbdProfile
+from provisioner.testworld.cinder_emulator.conninfo import IscsiProfile, RbdProfile
 from tests.e2e.world import emulator_world, wait_for
 
 CHAP = "chap-Pl4nted-s3cret"

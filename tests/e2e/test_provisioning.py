@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner import csi_contract, names
+from provisioner import csi_contract
+from provisioner.domain import names
 from tests.e2e.world import World, wait_for
 from tests.k8s_schema import assert_valid
 
@@ -83,7 +84,7 @@ def check_provision_and_delete(world: World, sc_name: str, params: dict[str, str
 
 def test_chap_secret_is_owned_by_pv_and_collected_with_it() -> None:
     """CHAP material lands in a kubernetes.io/iscsi-chap Secret owned by the PV; it goes with the PV."""
-    from provisioner.testworld.cinder_emulator_conninfo import IscsiProfile
+    from provisioner.testworld.cinder_emulator.conninfo import IscsiProfile
     from tests.e2e.world import emulator_world
 
     profile = IscsiProfile(auth_method="chap", auth_username="u1", auth_password="chap-pass-123456")

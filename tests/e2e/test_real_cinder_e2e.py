@@ -19,7 +19,7 @@ pytestmark = pytest.mark.cinder_real
 @pytest.fixture(scope="module")
 def real_cinder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """One real Cinder (API + scheduler + volume in a subprocess) for the module."""
-    from provisioner.testworld.real_cinder import start_real_cinder
+    from provisioner.testworld.real_cinder.launcher import start_real_cinder
 
     workdir: Path = tmp_path_factory.mktemp("cinder")
     with start_real_cinder(workdir, backends=("rbd", "iscsi")) as handle:
@@ -56,7 +56,17 @@ def test_sandbox_with_real_cinder() -> None:
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", "sandbox", "--pvcs", "4", "--cinder", "real", "--json"],
+        [
+            sys.executable,
+            "-m",
+            "provisioner.cli.main",
+            "sandbox",
+            "--pvcs",
+            "4",
+            "--cinder",
+            "real",
+            "--json",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

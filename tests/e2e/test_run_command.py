@@ -42,7 +42,7 @@ def test_run_provisions_serves_health_and_exits_0_on_sigterm(world: World, tmp_p
         [
             sys.executable,
             "-m",
-            "provisioner.cli",
+            "provisioner.cli.main",
             "run",
             "--config",
             str(tmp_path / "config.yaml"),
@@ -111,7 +111,7 @@ def test_run_bad_config_is_one_line_naming_the_setting(tmp_path: Path) -> None:
     )
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", "run", "--config", str(tmp_path / "c.yaml")],
+        [sys.executable, "-m", "provisioner.cli.main", "run", "--config", str(tmp_path / "c.yaml")],
         capture_output=True,
         text=True,
         timeout=60,

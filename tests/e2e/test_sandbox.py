@@ -16,7 +16,7 @@ from provisioner.adapters.kube import KubeAdapter, load_client_configuration
 def test_sandbox_20_pvcs_json_summary() -> None:
     """--pvcs 20 --json: exit 0, every claim bound and deleted, no leaked volume, summary last."""
     result = subprocess.run(
-        [sys.executable, "-m", "provisioner.cli", "sandbox", "--pvcs", "20", "--json"],
+        [sys.executable, "-m", "provisioner.cli.main", "sandbox", "--pvcs", "20", "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -34,7 +34,7 @@ def test_sandbox_20_pvcs_json_summary() -> None:
 def test_sandbox_keep_serves_a_kubeconfig_until_interrupted() -> None:
     """--keep prints a kubeconfig and the Cinder endpoint; the cluster answers; Ctrl-C ends it with 0."""
     proc = subprocess.Popen(
-        [sys.executable, "-u", "-m", "provisioner.cli", "sandbox", "--pvcs", "3", "--keep"],
+        [sys.executable, "-u", "-m", "provisioner.cli.main", "sandbox", "--pvcs", "3", "--keep"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

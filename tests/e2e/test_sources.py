@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from provisioner import csi_contract, names
-from provisioner.model import VolumeId
+from provisioner import csi_contract
+from provisioner.domain import names
+from provisioner.domain.model import VolumeId
 from tests.e2e.world import World, emulator_world, wait_for
 
 

@@ -12,10 +12,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioner import names
 from provisioner.adapters.kube import KubeAdapter
-from provisioner.config import ProvisionerConfig
-from provisioner.replica import Replica
+from provisioner.config.settings import ProvisionerConfig
+from provisioner.domain import names
+from provisioner.runtime.replica import Replica
 from provisioner.testworld import objects
 from provisioner.testworld.kube_sim import KubeSimulator
 
@@ -144,7 +144,7 @@ def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condi
 
 @contextmanager
 def emulator_world(*, sim_kwargs: Mapping[str, Any] | None = None, **emu_kwargs: Any) -> Iterator[World]:
-    from provisioner.testworld.cinder_emulator import CinderEmulator
+    from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
     from provisioner.testworld.objects import emulator_cloud
 
     with ExitStack() as stack:

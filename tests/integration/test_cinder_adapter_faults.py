@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from provisioner.adapters.cinder import CinderAdapter, make_cinder
-from provisioner.config_auth import CloudConfig, cloud_from_entry
-from provisioner.errors import (
+from provisioner.adapters.cinder.client import CinderAdapter, make_cinder
+from provisioner.config.auth import CloudConfig, cloud_from_entry
+from provisioner.domain.errors import (
     CinderAuthError,
     CinderBadRequest,
     CinderConflict,
@@ -23,8 +23,8 @@ from provisioner.errors import (
     CinderRateLimited,
     CinderUnavailable,
 )
-from provisioner.model import Connector, CreateVolumeRequest, VolumeId
-from provisioner.testworld.cinder_emulator import CinderEmulator
+from provisioner.domain.model import Connector, CreateVolumeRequest, VolumeId
+from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
 
 CONNECTOR = Connector(host="h", ip="127.0.0.1", initiator="iqn.2024-01.io.netvol:faults")
 

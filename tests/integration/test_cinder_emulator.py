@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.testworld.cinder_emulator import CinderEmulator, IscsiProfile, Quota, RbdProfile
+from provisioner.testworld.cinder_emulator.emulator import CinderEmulator, IscsiProfile, Quota, RbdProfile
 
 
 class Clock:

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from provisioner.adapters.cinder import make_cinder
-from provisioner.config_auth import cloud_from_entry
-from provisioner.errors import CinderAuthError, CinderError
-from provisioner.model import Connector, CreateVolumeRequest
-from provisioner.testworld.cinder_emulator import CinderEmulator, IscsiProfile, RbdProfile
-from provisioner.testworld.cinder_emulator_conninfo import Profile
+from provisioner.adapters.cinder.client import make_cinder
+from provisioner.config.auth import cloud_from_entry
+from provisioner.domain.errors import CinderAuthError, CinderError
+from provisioner.domain.model import Connector, CreateVolumeRequest
+from provisioner.testworld.cinder_emulator.conninfo import Profile
+from provisioner.testworld.cinder_emulator.emulator import CinderEmulator, IscsiProfile, RbdProfile
 
 CHAP = "chap-Secret-4f1d"
 DISCOVERY_CHAP = "disc-Secret-9a2b"

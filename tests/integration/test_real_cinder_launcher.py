@@ -22,8 +22,8 @@ from cinderclient import exceptions as cinder_exc
 from keystoneauth1 import session as ks_session
 from keystoneauth1 import token_endpoint
 
-from provisioner.testworld import real_cinder
-from provisioner.testworld.real_cinder import RealCinderError, RealCinderHandle, start_real_cinder
+from provisioner.testworld.real_cinder import launcher as real_cinder
+from provisioner.testworld.real_cinder.launcher import RealCinderError, RealCinderHandle, start_real_cinder
 
 pytestmark = [
     pytest.mark.cinder_real,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from provisioner import names
-from provisioner.config import ProvisionerConfig, load_config, parse_set_overrides
-from provisioner.config_auth import CloudConfig
-from provisioner.errors import ConfigError
+from provisioner.config.auth import CloudConfig
+from provisioner.config.settings import ProvisionerConfig, load_config, parse_set_overrides
+from provisioner.domain import names
+from provisioner.domain.errors import ConfigError
 
 NOAUTH: dict[str, Any] = {
     "auth_type": "noauth",

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from provisioner import csi_contract
 from provisioner.csi_contract import IscsiPath, IscsiTarget, RbdTarget, decode, encode
-from provisioner.errors import InvalidInput
+from provisioner.domain.errors import InvalidInput
 from tests.mapping_samples import build, iscsi_data, rbd_data, volume
 
 # Values travel comma-joined in volumeAttributes: list items never contain a comma and are never empty.

@@ -34,12 +34,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from attach import settings as attach_settings
-from provisioner import names
 from provisioner.adapters.health import HealthServer
 from provisioner.adapters.kube import RESOURCES, KubeAdapter
-from provisioner.config import ProvisionerConfig, load_config
-from provisioner.params import parse_class_fields, parse_class_parameters
-from provisioner.replica import Replica
+from provisioner.config.settings import ProvisionerConfig, load_config
+from provisioner.domain import names
+from provisioner.domain.params import parse_class_fields, parse_class_parameters
+from provisioner.runtime.replica import Replica
 from tests.k8s_schema import assert_valid
 
 ROOT = Path(__file__).resolve().parents[2]

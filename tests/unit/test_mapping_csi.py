@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from provisioner import csi_contract, names
-from provisioner.errors import InvalidInput, UnsupportedConnectionType
-from provisioner.mapping import MappedObjects, ProvisionedVolume
+from provisioner import csi_contract
+from provisioner.domain import names
+from provisioner.domain.errors import InvalidInput, UnsupportedConnectionType
+from provisioner.mapping.build import MappedObjects, ProvisionedVolume
 from tests.k8s_schema import assert_valid
 from tests.mapping_samples import (
     PROVISIONER,

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
-from provisioner import csi_contract, names
-from provisioner.errors import InvalidInput
-from provisioner.mapping import MappedObjects
-from provisioner.mapping_iscsi import parse_iscsi
+from provisioner import csi_contract
+from provisioner.domain import names
+from provisioner.domain.errors import InvalidInput
+from provisioner.mapping.build import MappedObjects
+from provisioner.mapping.iscsi import parse_iscsi
 from tests.k8s_schema import assert_valid
 from tests.mapping_samples import INITIATOR, PV_NAME, SECRET_NAMESPACE, build, claim, iscsi_data, volume
 

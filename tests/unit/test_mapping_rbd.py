@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from provisioner import names
-from provisioner.errors import InvalidInput
-from provisioner.mapping import MappedObjects
-from provisioner.mapping_rbd import extract_cephx_key, parse_rbd
+from provisioner.domain import names
+from provisioner.domain.errors import InvalidInput
+from provisioner.mapping.build import MappedObjects
+from provisioner.mapping.rbd import extract_cephx_key, parse_rbd
 from tests.k8s_schema import assert_valid
 from tests.mapping_samples import PV_NAME, SECRET_NAMESPACE, build, claim, load_sample, rbd_data
 
@@ -233,7 +233,7 @@ def test_key_is_hidden_from_repr() -> None:
 
 def test_sample_with_wrapper_and_three_monitors() -> None:
     """The wrapped sample (connection_info: {...}) maps with all three monitors."""
-    from provisioner.model import ConnectionInfo
+    from provisioner.domain.model import ConnectionInfo
 
     ci = ConnectionInfo.from_wire(load_sample("ci-rbd-cephx-keyring.json"))
     result = mapped(dict(ci.data))

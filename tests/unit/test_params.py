@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner.errors import InvalidInput
-from provisioner.params import (
+from provisioner.domain.errors import InvalidInput
+from provisioner.domain.params import (
     PARAMETER_KEYS,
     ClassFields,
     ClassParams,

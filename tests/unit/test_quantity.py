@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner.errors import InvalidInput
-from provisioner.quantity import (
+from provisioner.domain.errors import InvalidInput
+from provisioner.domain.quantity import (
     GIB,
     STORAGE_FIELD,
     gib_quantity,

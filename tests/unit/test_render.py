@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner import cli, names
-from provisioner.mapping import ProvisionedVolume, build_objects
-from provisioner.model import ConnectionInfo
-from provisioner.params import parse_class_parameters
-from provisioner.render import PLACEHOLDER_PVC_UID, PLACEHOLDER_VOLUME_ID
+from provisioner.cli import main as cli
+from provisioner.cli.render import PLACEHOLDER_PVC_UID, PLACEHOLDER_VOLUME_ID
+from provisioner.domain import names
+from provisioner.domain.model import ConnectionInfo
+from provisioner.domain.params import parse_class_parameters
+from provisioner.mapping.build import ProvisionedVolume, build_objects
 from tests.k8s_schema import assert_valid
 from tests.mapping_samples import SAMPLES, load_sample
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from attach.settings import SPECS, Settings, env_name, load
-from provisioner.errors import ConfigError
+from provisioner.domain.errors import ConfigError
 
 
 def test_defaults_are_the_real_host_paths() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.events import EventRecorder
+from provisioner.telemetry.events import EventRecorder
 
 
 class FakeWriter:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from provisioner.errors import KubeGone, KubeUnavailable
-from provisioner.informer import Informer, trim
+from provisioner.domain.errors import KubeGone, KubeUnavailable
+from provisioner.runtime.informer import Informer, trim
 
 
 def obj(name: str, rv: str, **extra: Any) -> dict[str, Any]:

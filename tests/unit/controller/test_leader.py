@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from provisioner.errors import ConfigError, KubeConflict, KubeNotFound, KubeUnavailable
-from provisioner.leader import LeaderElector, validate_timing
+from provisioner.domain.errors import ConfigError, KubeConflict, KubeNotFound, KubeUnavailable
+from provisioner.runtime.leader import LeaderElector, validate_timing
 
 
 class LeaseStore:

@@ -7,7 +7,7 @@ import json
 
 import structlog
 
-from provisioner import logs
+from provisioner.telemetry import logs
 
 SECRETS = ["chap-s3cret-pw", "AQBvaW5rZXlrZXlrZXlrZXlrZXk9PQ==", "os-passw0rd", "gAAAAtoken123"]
 

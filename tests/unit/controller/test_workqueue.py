@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provisioner.workqueue import BackoffLimiter, ShutDownError, WorkQueue
+from provisioner.runtime.workqueue import BackoffLimiter, ShutDownError, WorkQueue
 
 
 class FakeClock:

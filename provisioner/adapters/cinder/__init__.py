@@ -1,0 +1,1 @@
+"""The Cinder adapter: cinderclient + keystoneauth1 behind ``ports.CinderPort``."""

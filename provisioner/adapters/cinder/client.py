@@ -1,0 +1,405 @@
+"""The Cinder adapter: ``provisioner.ports.CinderPort`` over python-cinderclient v3 and keystoneauth1.
+
+Why it looks like this:
+
+* **Our errors only.** Every call goes through ``_call``, which translates any library exception into
+  ``provisioner.domain.errors`` (``cinder_errors.translate``) with the operation name and Cinder's request id.
+* **Retries only where harmless.** tenacity retries *idempotent* calls (get, list, find, delete with
+  404 = success, unreserve, complete, terminate …) on ``CinderUnavailable`` / ``CinderRateLimited``
+  (honouring Retry-After), a bounded number of times. ``create_volume`` / ``create_snapshot`` /
+  ``create_attachment`` / ``reserve`` / ``extend`` are never retried here: a lost response could mean the
+  thing exists, and only the controller's lookup-before-create can tell. Everything else is requeueing.
+* **Bounded pressure.** A ``BoundedSemaphore`` caps in-flight Cinder calls across all worker threads.
+* **Negotiated features.** The microversion is negotiated once (lazily, or eagerly via ``connect()``):
+  the highest the server, cinderclient and the configured cap allow; ``capabilities`` gates features.
+* **Metrics without coupling.** ``observer(operation, status, seconds)`` is called once per attempt;
+  status is ``"ok"`` or our error class name (``"CinderUnavailable"`` …).
+* **No secrets in logs.** Connection info is never logged; the HTTP clients log to a disabled logger.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar, cast
+
+import structlog
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from provisioner.adapters.cinder.convert import to_attachment, to_snapshot, to_volume
+from provisioner.adapters.cinder.errors import translate
+from provisioner.adapters.cinder.session import (
+    capabilities_for,
+    forget_last_response,
+    last_response_headers,
+    make_client,
+    make_session,
+    negotiate,
+    pin_endpoint,
+)
+from provisioner.config.auth import CloudConfig
+from provisioner.domain import names
+from provisioner.domain.errors import (
+    CinderAmbiguous,
+    CinderBadRequest,
+    CinderError,
+    CinderNotFound,
+    CinderRateLimited,
+    CinderUnavailable,
+)
+from provisioner.domain.model import (
+    Attachment,
+    AttachmentId,
+    CinderCapabilities,
+    ConnectionInfo,
+    Connector,
+    CreateVolumeRequest,
+    Snapshot,
+    SnapshotId,
+    Volume,
+    VolumeId,
+)
+
+T = TypeVar("T")
+Observer = Callable[[str, str, float], None]
+log = structlog.get_logger(__name__)
+
+
+class CinderAdapter:
+    """Thread-safe ``CinderPort`` for one cloud. Build with ``make_cinder``."""
+
+    def __init__(
+        self,
+        *,
+        cloud: CloudConfig,
+        session: Any,
+        max_in_flight: int = 16,
+        observer: Observer | None = None,
+        retry_attempts: int = 4,
+        retry_base_wait: float = 0.2,
+        retry_max_wait: float = 10.0,
+        page_size: int = 500,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_in_flight < 1 or retry_attempts < 1 or page_size < 1:
+            raise ValueError("max_in_flight, retry_attempts and page_size must be >= 1")
+        self.cloud = cloud
+        self._session = session
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._observer = observer
+        self._attempts = retry_attempts
+        self._base_wait = retry_base_wait
+        self._max_wait = retry_max_wait
+        self._page_size = page_size
+        self._sleep = sleep
+        self._clock = clock
+        self._init_lock = threading.Lock()
+        self._client: Any = None
+        self._caps: CinderCapabilities | None = None
+
+    # --- set-up ---------------------------------------------------------------------------------------
+
+    def connect(self) -> CinderCapabilities:
+        """Authenticate and negotiate the microversion now (otherwise it happens on the first call)."""
+        self._ensure_client()
+        assert self._caps is not None
+        return self._caps
+
+    @property
+    def capabilities(self) -> CinderCapabilities:
+        """What the negotiated microversion allows (negotiates on first use)."""
+        return self.connect()
+
+    def _ensure_client(self) -> Any:
+        if self._client is not None:
+            return self._client
+        with self._init_lock:
+            if self._client is None:
+                version = self._retrying(
+                    "negotiate",
+                    lambda: self._attempt("negotiate", lambda: negotiate(self._session, self.cloud)),
+                )
+                client = make_client(self._session, self.cloud, version)
+                self._retrying("negotiate", lambda: self._attempt("negotiate", lambda: pin_endpoint(client)))
+                self._caps = capabilities_for(version)
+                self._client = client
+                log.info("cinder_connected", cloud=self.cloud.name, microversion=version)
+        return self._client
+
+    # --- the one way to call Cinder -------------------------------------------------------------------
+
+    def _observe(self, operation: str, status: str, started: float) -> None:
+        if self._observer is not None:
+            self._observer(operation, status, self._clock() - started)
+
+    def _attempt(self, operation: str, fn: Callable[[], T], *, missing_ok: bool = False) -> T:
+        started = self._clock()
+        with self._slots:
+            forget_last_response()
+            try:
+                result = fn()
+            except Exception as e:
+                err = translate(e, operation, last_headers=last_response_headers())
+                if missing_ok and isinstance(err, CinderNotFound):
+                    self._observe(operation, "ok", started)
+                    return cast(T, None)
+                self._observe(operation, type(err).__name__, started)
+                log.debug(
+                    "cinder_call_failed",
+                    operation=operation,
+                    error=type(err).__name__,
+                    status_code=err.status_code,
+                    request_id=err.request_id,
+                )
+                raise err from e
+        self._observe(operation, "ok", started)
+        return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, CinderRateLimited) and exc.retry_after is not None:
+            return min(exc.retry_after, self._max_wait)
+        return float(min(self._base_wait * 2 ** (state.attempt_number - 1), self._max_wait))
+
+    def _before_sleep(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "cinder_call_retrying",
+            operation=getattr(exc, "operation", ""),
+            error=type(exc).__name__,
+            status_code=getattr(exc, "status_code", None),
+            request_id=getattr(exc, "request_id", None),
+            attempt=state.attempt_number,
+            wait_seconds=round(state.upcoming_sleep, 3),
+        )
+
+    def _retrying(self, operation: str, fn: Callable[[], T]) -> T:
+        retrying = Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._wait,
+            retry=retry_if_exception_type((CinderUnavailable, CinderRateLimited)),
+            sleep=self._sleep,
+            before_sleep=self._before_sleep,
+            reraise=True,
+        )
+        return retrying(fn)
+
+    def _call(self, operation: str, fn: Callable[[Any], T], *, idempotent: bool) -> T:
+        """Run ``fn(client)`` with the cap, translation, metrics and (if idempotent) retries."""
+
+        def once() -> T:
+            client = self._ensure_client()
+            return self._attempt(operation, lambda: fn(client))
+
+        return self._retrying(operation, once) if idempotent else once()
+
+    def _call_missing_ok(self, operation: str, fn: Callable[[Any], object]) -> None:
+        """Idempotent call where 404 means the goal is already reached."""
+
+        def once() -> None:
+            client = self._ensure_client()
+            self._attempt(operation, lambda: fn(client), missing_ok=True)
+
+        self._retrying(operation, once)
+
+    def _need_attachments(self, operation: str) -> None:
+        if not self.capabilities.attachments:
+            raise CinderBadRequest(
+                f"the attachments API needs microversion 3.44; negotiated {self.capabilities.microversion}",
+                operation=operation,
+            )
+
+    # --- volumes -------------------------------------------------------------------------------------
+
+    def create_volume(self, request: CreateVolumeRequest) -> Volume:
+        """Create (not retried: the caller looks up by name + cluster tag before creating again)."""
+        resource = self._call(
+            "create_volume",
+            lambda c: c.volumes.create(
+                request.size_gib,
+                name=request.name,
+                description=request.description,
+                volume_type=request.volume_type,
+                availability_zone=request.availability_zone,
+                snapshot_id=request.snapshot_id,
+                source_volid=request.source_volid,
+                metadata=dict(request.metadata),
+            ),
+            idempotent=False,
+        )
+        volume = to_volume(resource)
+        log.info("cinder_volume_created", volume_id=volume.id, volume=volume.name, size_gib=volume.size_gib)
+        return volume
+
+    def get_volume(self, volume_id: VolumeId) -> Volume:
+        """The volume; CinderNotFound when it does not exist."""
+        return to_volume(self._call("get_volume", lambda c: c.volumes.get(volume_id), idempotent=True))
+
+    def find_volume(self, *, name: str, cluster: str) -> Volume | None:
+        """The one volume called ``name`` carrying our cluster tag; two → CinderAmbiguous."""
+        opts = {"name": name, "metadata": {names.META_CLUSTER: cluster}}
+        found = self._call("find_volume", lambda c: c.volumes.list(search_opts=opts), idempotent=True)
+        matches = [
+            v
+            for v in map(to_volume, found)
+            if v.name == name and v.metadata.get(names.META_CLUSTER) == cluster and v.status != "deleting"
+        ]
+        if len(matches) > 1:
+            ids = ", ".join(sorted(v.id for v in matches))
+            raise CinderAmbiguous(
+                f"{len(matches)} volumes named {name} carry cluster tag {cluster}: {ids}",
+                operation="find_volume",
+            )
+        return matches[0] if matches else None
+
+    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
+        """Every volume whose metadata contains ``metadata``, page by page (marker/limit)."""
+        opts: dict[str, Any] = {"metadata": dict(metadata)} if metadata else {}
+        marker: str | None = None
+        while True:
+
+            def fetch(c: Any, m: str | None = marker) -> list[Any]:
+                return list(c.volumes.list(search_opts=opts, marker=m, limit=self._page_size))
+
+            page = self._call("list_volumes", fetch, idempotent=True)
+            for item in page:
+                yield to_volume(item)
+            if len(page) < self._page_size:
+                return
+            marker = str(page[-1].id)
+
+    def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:
+        """Start deletion; a missing volume counts as deleted."""
+        self._call_missing_ok("delete_volume", lambda c: c.volumes.delete(volume_id, cascade=cascade))
+
+    def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None:
+        """Grow to ``new_size_gib`` (in-use volumes need ``capabilities.inuse_extend``)."""
+        self._call("extend_volume", lambda c: c.volumes.extend(volume_id, new_size_gib), idempotent=False)
+
+    # --- v3 attachments --------------------------------------------------------------------------------
+
+    def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
+        """Create an attachment with our connector: Cinder exports the volume and returns connection info."""
+        self._need_attachments("create_attachment")
+        raw = self._call(
+            "create_attachment",
+            lambda c: c.attachments.create(volume_id, connector.to_wire(), mode="rw"),
+            idempotent=False,
+        )
+        return to_attachment(raw, operation="create_attachment")
+
+    def complete_attachment(self, attachment_id: AttachmentId) -> None:
+        """Mark the attachment complete (volume → in-use)."""
+        self._need_attachments("complete_attachment")
+        self._call("complete_attachment", lambda c: c.attachments.complete(attachment_id), idempotent=True)
+
+    def delete_attachment(self, attachment_id: AttachmentId) -> None:
+        """Remove the attachment (Cinder unexports); a missing one counts as deleted."""
+        self._need_attachments("delete_attachment")
+        self._call_missing_ok("delete_attachment", lambda c: c.attachments.delete(attachment_id))
+
+    # --- legacy export ---------------------------------------------------------------------------------
+
+    def reserve(self, volume_id: VolumeId) -> None:
+        """os-reserve (available → attaching)."""
+        self._call("reserve", lambda c: c.volumes.reserve(volume_id), idempotent=False)
+
+    def initialize_connection(self, volume_id: VolumeId, connector: Connector) -> ConnectionInfo:
+        """os-initialize_connection: export to our connector."""
+        raw = self._call(
+            "initialize_connection",
+            lambda c: c.volumes.initialize_connection(volume_id, connector.to_wire()),
+            idempotent=False,
+        )
+        try:
+            return ConnectionInfo.from_wire(dict(raw))
+        except Exception as e:  # malformed reply: ours, without echoing the data (it may hold secrets)
+            raise CinderError("malformed connection_info", operation="initialize_connection") from e
+
+    def terminate_connection(self, volume_id: VolumeId, connector: Connector) -> None:
+        """os-terminate_connection (idempotent on every driver we know)."""
+        self._call(
+            "terminate_connection",
+            lambda c: c.volumes.terminate_connection(volume_id, connector.to_wire()),
+            idempotent=True,
+        )
+
+    def unreserve(self, volume_id: VolumeId) -> None:
+        """os-unreserve (attaching → available)."""
+        self._call("unreserve", lambda c: c.volumes.unreserve(volume_id), idempotent=True)
+
+    # --- snapshots -------------------------------------------------------------------------------------
+
+    def create_snapshot(
+        self, volume_id: VolumeId, *, name: str, metadata: Mapping[str, str], force: bool = False
+    ) -> Snapshot:
+        """Create a snapshot (not retried)."""
+        # From 3.66 Cinder snapshots in-use volumes without ``force`` and cinderclient refuses force=False.
+        force_arg: bool | None = (True if force else None) if _at_least(self.capabilities, 66) else force
+        resource = self._call(
+            "create_snapshot",
+            lambda c: c.volume_snapshots.create(
+                volume_id, force=force_arg, name=name, metadata=dict(metadata)
+            ),
+            idempotent=False,
+        )
+        return to_snapshot(resource)
+
+    def get_snapshot(self, snapshot_id: SnapshotId) -> Snapshot:
+        """The snapshot; CinderNotFound when it does not exist."""
+        return to_snapshot(
+            self._call("get_snapshot", lambda c: c.volume_snapshots.get(snapshot_id), idempotent=True)
+        )
+
+    def list_snapshots(
+        self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
+    ) -> Iterator[Snapshot]:
+        """Snapshots filtered by metadata and/or volume, page by page."""
+        opts: dict[str, Any] = {}
+        if metadata:
+            opts["metadata"] = dict(metadata)
+        if volume_id:
+            opts["volume_id"] = volume_id
+        marker: str | None = None
+        while True:
+
+            def fetch(c: Any, m: str | None = marker) -> list[Any]:
+                return list(c.volume_snapshots.list(search_opts=opts, marker=m, limit=self._page_size))
+
+            page = self._call("list_snapshots", fetch, idempotent=True)
+            for item in page:
+                yield to_snapshot(item)
+            if len(page) < self._page_size:
+                return
+            marker = str(page[-1].id)
+
+    def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
+        """Start deletion; a missing snapshot counts as deleted."""
+        self._call_missing_ok("delete_snapshot", lambda c: c.volume_snapshots.delete(snapshot_id))
+
+
+def _at_least(caps: CinderCapabilities, minor: int) -> bool:
+    major, _, minor_text = caps.microversion.partition(".")
+    return major == "3" and int(minor_text or 0) >= minor
+
+
+def make_cinder(
+    cloud: CloudConfig,
+    *,
+    max_in_flight: int = 16,
+    observer: Observer | None = None,
+    **tuning: Any,
+) -> CinderAdapter:
+    """The adapter for one configured cloud (no network I/O until the first call or ``connect()``).
+
+    ``tuning``: retry_attempts, retry_base_wait, retry_max_wait, page_size, sleep, clock.
+    """
+    try:
+        session = make_session(cloud)
+    except Exception as e:  # keystoneauth option errors: should have been caught by config validation
+        raise translate(e, "make_session") from e
+    return CinderAdapter(
+        cloud=cloud, session=session, max_in_flight=max_in_flight, observer=observer, **tuning
+    )

@@ -1,0 +1,100 @@
+"""cinderclient resources → the provisioner's model records.
+
+Why separate: wire shapes differ between Cinder releases and between APIs (the attachments API returns
+connection info *flattened* — the driver's ``data`` keys next to ``driver_volume_type`` and
+``attachment_id`` — while ``os-initialize_connection`` nests them under ``data``). One place turns both into
+``model.ConnectionInfo`` so the mapping sees one shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from provisioner.domain.errors import CinderError
+from provisioner.domain.model import (
+    Attachment,
+    AttachmentId,
+    ConnectionInfo,
+    Snapshot,
+    SnapshotId,
+    Volume,
+    VolumeId,
+)
+
+
+def _fields(resource: Any) -> Mapping[str, Any]:
+    if isinstance(resource, Mapping):
+        return resource
+    info = getattr(resource, "_info", None)
+    if isinstance(info, Mapping):
+        return info
+    return dict(vars(resource))
+
+
+def _str_map(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def to_volume(resource: Any) -> Volume:
+    """A Volume from a cinderclient Volume (or its dict)."""
+    f = _fields(resource)
+    attachments = f.get("attachments") or []
+    return Volume(
+        id=VolumeId(str(f["id"])),
+        name=str(f.get("name") or ""),
+        size_gib=int(f.get("size") or 0),
+        status=str(f.get("status") or ""),
+        volume_type=f.get("volume_type"),
+        availability_zone=f.get("availability_zone"),
+        metadata=_str_map(f.get("metadata")),
+        snapshot_id=SnapshotId(f["snapshot_id"]) if f.get("snapshot_id") else None,
+        source_volid=VolumeId(f["source_volid"]) if f.get("source_volid") else None,
+        multiattach=bool(f.get("multiattach", False)),
+        attachment_ids=tuple(
+            AttachmentId(str(a["attachment_id"]))
+            for a in attachments
+            if isinstance(a, Mapping) and a.get("attachment_id")
+        ),
+    )
+
+
+def to_snapshot(resource: Any) -> Snapshot:
+    """A Snapshot from a cinderclient Snapshot (or its dict)."""
+    f = _fields(resource)
+    return Snapshot(
+        id=SnapshotId(str(f["id"])),
+        name=str(f.get("name") or ""),
+        volume_id=VolumeId(str(f.get("volume_id") or "")),
+        size_gib=int(f.get("size") or 0),
+        status=str(f.get("status") or ""),
+        metadata=_str_map(f.get("metadata")),
+    )
+
+
+def connection_info_from_attachment(raw: Any, *, operation: str) -> ConnectionInfo | None:
+    """Undo the attachments API's flattening: ``{"driver_volume_type", "data"}`` again."""
+    if not raw:
+        return None
+    if not isinstance(raw, Mapping):
+        raise CinderError("attachment connection_info is not an object", operation=operation)
+    if isinstance(raw.get("data"), Mapping) and "driver_volume_type" in raw:
+        return ConnectionInfo(driver_volume_type=str(raw["driver_volume_type"]), data=dict(raw["data"]))
+    data = {k: v for k, v in raw.items() if k not in ("driver_volume_type", "attachment_id")}
+    dvt = raw.get("driver_volume_type")
+    if not isinstance(dvt, str) or not dvt:
+        raise CinderError("attachment connection_info has no driver_volume_type", operation=operation)
+    return ConnectionInfo(driver_volume_type=dvt, data=data)
+
+
+def to_attachment(raw: Any, *, operation: str) -> Attachment:
+    """An Attachment from the attachments API (cinderclient 9.10 returns a plain dict from create)."""
+    f = _fields(raw)
+    return Attachment(
+        id=AttachmentId(str(f["id"])),
+        volume_id=VolumeId(str(f.get("volume_id") or "")),
+        status=str(f.get("status") or f.get("attach_status") or ""),
+        connection_info=connection_info_from_attachment(f.get("connection_info"), operation=operation),
+    )

@@ -1,0 +1,1 @@
+"""The command line: ``run``, ``sandbox`` and ``render`` (where objects are constructed)."""

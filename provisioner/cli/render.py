@@ -1,0 +1,242 @@
+"""``cinder-provisioner render``: print the PV (and Secret) the provisioner would create, offline.
+
+Why: when a class misbehaves an admin wants to see what a given Cinder export turns into without a
+cluster or a cloud. This runs the controller's own builder (``mapping.build_objects``) on files: the
+connection info exactly as Cinder returns it, the StorageClass and the PVC as Kubernetes objects.
+
+Exit 0 with a ``v1/List`` on stdout; on bad input exit 2 with one ``error: <field>: <message>`` line on
+stderr and nothing on stdout. The printed Secret carries the real key material (cephx key, CHAP secret,
+base64-encoded as the API stores it) because that is what would be created: treat the output like the
+Secret itself. Nothing is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from provisioner.domain import names
+from provisioner.domain.errors import InvalidInput
+from provisioner.domain.model import ConnectionInfo
+from provisioner.domain.params import parse_class_fields, parse_class_parameters
+from provisioner.domain.quantity import requested_size_gib
+from provisioner.mapping.build import ContentSource, ProvisionedVolume, build_objects
+
+#: Used when neither --volume-id nor the connection info's data.volume_id names the Cinder volume.
+PLACEHOLDER_VOLUME_ID: Final = "00000000-0000-0000-0000-000000000000"
+#: Used when the PVC file has no metadata.uid (hand-written claims usually have none).
+PLACEHOLDER_PVC_UID: Final = "00000000-0000-0000-0000-000000000001"
+DEFAULT_SECRET_NAMESPACE: Final = "cinder-provisioner"  # noqa: S105 - a namespace, not a secret
+DEFAULT_CLOUD: Final = "default"
+EXIT_BAD_INPUT: Final = 2
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``render`` on the top-level parser."""
+    parser = subparsers.add_parser(
+        "render",
+        help="print the PV/Secret a Cinder connection info + StorageClass + PVC would produce",
+        description=(
+            "Print, as a v1 List, the PersistentVolume (and provisioner-owned Secret) the controller would "
+            "create. The Secret contains real key material from the connection info: handle the output "
+            "like the Secret. Exit 2 with one line on stderr naming the field when the input is refused."
+        ),
+    )
+    parser.add_argument(
+        "--connection-info",
+        required=True,
+        type=Path,
+        metavar="CI.json",
+        help="what Cinder returned: {driver_volume_type, data} (a connection_info wrapper is fine)",
+    )
+    parser.add_argument(
+        "--storage-class",
+        required=True,
+        type=Path,
+        metavar="SC.yaml",
+        help="the StorageClass object (YAML or JSON)",
+    )
+    parser.add_argument(
+        "--pvc",
+        required=True,
+        type=Path,
+        metavar="PVC.yaml",
+        help="the PersistentVolumeClaim object (YAML or JSON)",
+    )
+    parser.add_argument("-o", "--output", choices=("yaml", "json"), default="yaml", help="output format")
+    parser.add_argument("--volume-id", help="Cinder volume id (default: data.volume_id, else a placeholder)")
+    parser.add_argument("--attachment-id", help="v3 attachment id (export mode 'attachment'; default legacy)")
+    parser.add_argument(
+        "--initiator-name", help="the connector's initiator IQN (default: the config default)"
+    )
+    parser.add_argument(
+        "--provisioner-name",
+        default=names.DEFAULT_PROVISIONER_NAME,
+        help="our StorageClass provisioner name (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--size-gib", type=int, help="volume size in GiB (default: the claim's request, rounded up)"
+    )
+    parser.add_argument(
+        "--secret-namespace",
+        default=DEFAULT_SECRET_NAMESPACE,
+        help="default namespace for Secrets when the class sets none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cloud",
+        default=DEFAULT_CLOUD,
+        help="cloud name recorded when the class sets none (default: %(default)s)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Render and print; exit 0, or 2 with one ``error: field: message`` line on stderr."""
+    try:
+        text = render(
+            connection_info=_load(args.connection_info, "--connection-info"),
+            storage_class=_load(args.storage_class, "--storage-class"),
+            pvc=_load(args.pvc, "--pvc"),
+            output=args.output,
+            volume_id=args.volume_id,
+            attachment_id=args.attachment_id,
+            initiator_name=args.initiator_name,
+            provisioner_name=args.provisioner_name,
+            size_gib=args.size_gib,
+            secret_namespace=args.secret_namespace,
+            cloud=args.cloud,
+        )
+    except InvalidInput as e:
+        message = " ".join(str(e).split())  # one line, whatever the message held
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(text)
+    return 0
+
+
+def render(
+    *,
+    connection_info: Any,
+    storage_class: Any,
+    pvc: Any,
+    output: str = "yaml",
+    volume_id: str | None = None,
+    attachment_id: str | None = None,
+    initiator_name: str | None = None,
+    provisioner_name: str = names.DEFAULT_PROVISIONER_NAME,
+    size_gib: int | None = None,
+    secret_namespace: str = DEFAULT_SECRET_NAMESPACE,
+    cloud: str = DEFAULT_CLOUD,
+) -> str:
+    """The ``v1/List`` text for already-loaded objects; raises ``InvalidInput`` naming the field."""
+    if not isinstance(connection_info, Mapping):
+        raise InvalidInput("--connection-info", "must hold a JSON object")
+    ci = ConnectionInfo.from_wire(connection_info)
+    sc = _object(storage_class, "--storage-class", "StorageClass")
+    claim = _object(pvc, "--pvc", "PersistentVolumeClaim")
+    fields = parse_class_fields(sc)
+    if fields.provisioner != provisioner_name:
+        raise InvalidInput(
+            "provisioner",
+            f"the class names {fields.provisioner!r}, not {provisioner_name!r}: the controller would ignore "
+            "this claim (see --provisioner-name)",
+        )
+    params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=secret_namespace)
+    claim = _with_identity(claim)
+    if size_gib is not None and size_gib < 1:
+        raise InvalidInput("--size-gib", "must be at least 1")
+    data_volume_id = ci.data.get("volume_id")
+    if not volume_id:
+        volume_id = (
+            data_volume_id if isinstance(data_volume_id, str) and data_volume_id else PLACEHOLDER_VOLUME_ID
+        )
+    if initiator_name is None:
+        from provisioner.config.settings import DEFAULT_INITIATOR
+
+        initiator_name = DEFAULT_INITIATOR
+    volume = ProvisionedVolume(
+        volume_id=volume_id,
+        size_gib=size_gib if size_gib is not None else requested_size_gib(claim),
+        cloud=params.cloud or cloud,
+        attachment_id=attachment_id,
+        export_mode="attachment" if attachment_id else "legacy",
+        initiator_name=initiator_name,
+        content_source=content_source_of(claim),
+        availability_zone=params.availability_zone,
+        multiattach=params.multiattach,
+    )
+    mapped = build_objects(
+        connection_info=ci,
+        storage_class=sc,
+        pvc=claim,
+        params=params,
+        volume=volume,
+        provisioner_name=provisioner_name,
+    )
+    items = [mapped.pv] if mapped.secret is None else [mapped.pv, mapped.secret]
+    document = {"apiVersion": "v1", "kind": "List", "items": items}
+    if output == "json":
+        return json.dumps(document, indent=2) + "\n"
+    return str(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+
+
+def content_source_of(pvc: Mapping[str, Any]) -> ContentSource:
+    """What the claim's data comes from, as the controller would record it for the node agent."""
+    metadata = _mapping(pvc.get("metadata"))
+    annotations = _mapping(metadata.get("annotations"))
+    spec = _mapping(pvc.get("spec"))
+    source = _mapping(spec.get("dataSource") or spec.get("dataSourceRef"))
+    kind = source.get("kind")
+    if kind == "VolumeSnapshot" or names.ANN_RESTORE_FROM_SNAPSHOT in annotations:
+        return "snapshot"
+    if kind == "PersistentVolumeClaim":
+        return "volume"
+    if names.ANN_ADOPT_VOLUME in annotations:
+        return "adopted"
+    return "empty"
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _load(path: Path, option: str) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidInput(option, f"cannot read {str(path)!r}: {e.__class__.__name__}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = ""
+        mark = getattr(e, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise InvalidInput(option, f"{path} is not valid YAML/JSON{where}: {problem}") from None
+
+
+def _object(obj: Any, option: str, kind: str) -> Mapping[str, Any]:
+    if not isinstance(obj, Mapping):
+        raise InvalidInput(option, f"must hold one {kind} object")
+    if obj.get("kind", kind) != kind:
+        raise InvalidInput("kind", f"{option} holds a {obj.get('kind')!r}, expected {kind}")
+    return obj
+
+
+def _with_identity(pvc: Mapping[str, Any]) -> dict[str, Any]:
+    """Hand-written claims lack a uid (and often a namespace): fill them the way the API server would."""
+    claim = dict(pvc)
+    metadata = claim.get("metadata")
+    if not isinstance(metadata, Mapping):
+        return claim
+    metadata = dict(metadata)
+    metadata.setdefault("namespace", "default")
+    metadata.setdefault("uid", PLACEHOLDER_PVC_UID)
+    claim["metadata"] = metadata
+    return claim

@@ -1,0 +1,120 @@
+"""Claim-level helpers shared by the provision and abandon flows.
+
+Which claims are ours, the intent finalizer (persisted with a uid test before any Cinder create, removed
+last), and the lookup of a claim's Cinder volume by remembered id or by name + cluster tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from provisioner.domain import names
+from provisioner.domain.errors import CinderNotFound, KubeNotFound
+from provisioner.domain.model import AVAILABLE, CREATING, Volume
+from provisioner.flows.context import Context, Hint, Obj
+
+EXPORTABLE = frozenset({AVAILABLE, "reserved", "in-use", "attaching"})
+WAITING = frozenset({CREATING, "downloading", "restoring-backup", "maintenance", "retyping", "extending"})
+
+
+def other_create_in_flight(ctx: Context, pvc: Obj) -> float:
+    """Seconds to wait before our own create: another replica's create may still be landing.
+
+    Fencing stops a replica from *sending* Cinder mutations once it is unsure it leads, but a create it
+    sent just before may reach Cinder after a new leader has looked the volume up — a duplicate. So every
+    create first records "<identity> <time>" on the claim, and a different replica waits until that
+    attempt can no longer land (``create_in_flight_seconds``) before it looks up and creates.
+    """
+    raw = (pvc["metadata"].get("annotations") or {}).get(names.ANN_CREATE_ATTEMPT, "")
+    who, _, when = raw.partition(" ")
+    if not who or who == ctx.settings.identity:
+        return 0.0
+    try:
+        sent = float(when)
+    except ValueError:
+        return 0.0
+    return max(0.0, sent + ctx.settings.create_in_flight_seconds - ctx.wall())
+
+
+def class_name_of(pvc: Obj) -> str:
+    """The claim's StorageClass name: the beta annotation wins, like kube-controller-manager."""
+    ann = pvc["metadata"].get("annotations") or {}
+    return str(ann.get(names.ANN_BETA_STORAGE_CLASS) or (pvc.get("spec") or {}).get("storageClassName") or "")
+
+
+def is_ours(pvc: Obj, storage_class: Obj | None, provisioner_name: str) -> bool:
+    """The handshake annotation (or, without it, the class) names our provisioner."""
+    ann = pvc["metadata"].get("annotations") or {}
+    marked = ann.get(names.ANN_STORAGE_PROVISIONER) or ann.get(names.ANN_BETA_STORAGE_PROVISIONER)
+    if marked:
+        return bool(marked == provisioner_name)
+    return storage_class is not None and storage_class.get("provisioner") == provisioner_name
+
+
+def lookup_volume(ctx: Context, cinder: Any, pv_name: str, hint: Hint) -> Volume | None:
+    """The claim's volume: by remembered id, else by name + cluster tag (never a silent pick of two)."""
+    if hint.volume_id is not None:
+        try:
+            volume: Volume = cinder.get_volume(hint.volume_id)
+            return volume
+        except CinderNotFound:
+            hint.volume_id = None
+    found: Volume | None = cinder.find_volume(name=pv_name, cluster=ctx.settings.cluster_id)
+    return found
+
+
+def _json_pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def persist_intent(
+    ctx: Context, pvc: Obj, step: str | None = None, *, extra: Mapping[str, str] | None = None
+) -> Obj | None:
+    """Add our finalizer (+ step and ``extra`` annotations) with a uid test; the live claim, or None."""
+    meta = pvc["metadata"]
+    ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+    finalizers = meta.get("finalizers")
+    if finalizers is None:
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})
+    elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
+        ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
+    annotations = dict(extra or {})
+    if step:
+        annotations[names.ANN_PROVISIONING_STEP] = step
+    if annotations and meta.get("annotations") is None:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    else:
+        for key, value in annotations.items():
+            ops.append({"op": "add", "path": "/metadata/annotations/" + _json_pointer(key), "value": value})
+    try:
+        live = ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"
+        )
+    except KubeNotFound:
+        return None
+    ctx.hints.intent_persisted(meta["uid"])
+    lmeta = live["metadata"]
+    if lmeta.get("deletionTimestamp") or (live.get("spec") or {}).get("volumeName"):
+        return None
+    return live
+
+
+def drop_intent(ctx: Context, pvc: Obj) -> None:
+    """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race)."""
+    meta = pvc["metadata"]
+    if ctx.hints.intent_released(meta["uid"]):
+        return  # already removed by us; the cached copy is just late
+    patch = {
+        "metadata": {
+            "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
+            "annotations": {names.ANN_PROVISIONING_STEP: None, names.ANN_CREATE_ATTEMPT: None},
+        }
+    }
+    try:
+        ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], patch, namespace=meta["namespace"], patch_type="strategic"
+        )
+    except KubeNotFound:
+        pass
+    ctx.hints.mark_intent_released(meta["uid"])

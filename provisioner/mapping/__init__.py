@@ -1,0 +1,1 @@
+"""The pure mapping: connection info + StorageClass + claim -> PersistentVolume (and Secret)."""

@@ -1,0 +1,191 @@
+"""One controller replica: informers (always, so standbys stay warm), leader election, workers, health.
+
+Used by ``cinder-provisioner run``, the sandbox, the e2e tests and the chaos harness, so all of them run
+the same wiring. Lifecycle: ``start()`` → caches sync → lease acquired → workers run. ``terminate()`` is
+SIGTERM: drain in-flight work, then release the lease so a standby takes over at once. ``crash()`` stops
+everything abruptly without releasing (what a killed pod looks like to the others).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import structlog
+
+from provisioner.adapters.health import HealthServer
+from provisioner.adapters.kube import KubeAdapter
+from provisioner.config.settings import ProvisionerConfig
+from provisioner.ports import CinderPort
+from provisioner.runtime.controller import Controller
+from provisioner.runtime.informer import Informer
+from provisioner.runtime.leader import LeaderElector
+from provisioner.runtime.wiring import build_controller
+from provisioner.telemetry.metrics import Metrics, make_metrics
+
+log = structlog.get_logger(__name__)
+
+
+class Replica:
+    """A fully wired controller replica."""
+
+    def __init__(
+        self,
+        config: ProvisionerConfig,
+        *,
+        client_configuration: Any,
+        lease_client_configuration: Any | None = None,
+        identity: str | None = None,
+        clouds: Mapping[str, CinderPort] | None = None,
+        metrics: Metrics | None = None,
+        health_address: str | None = None,
+        resync_seconds: float = 600.0,
+        watch_timeout_seconds: int = 300,
+        checkpoint: Callable[[str], None] | None = None,
+        **settings_overrides: float,
+    ) -> None:
+        self.config = config
+        self.identity = identity or f"{os.environ.get('POD_NAME', os.uname().nodename)}_{os.getpid()}"
+        self.metrics = metrics or make_metrics()
+        self.kube = KubeAdapter(client_configuration, qps=config.kube_qps, burst=config.kube_burst)
+        le = config.leader_election
+        self.elector: LeaderElector | None = None
+        self._lease_kube: KubeAdapter | None = None
+        if le.enabled:
+            # Renewals get their own client (and rate limiter) so a busy main client cannot starve them.
+            self._lease_kube = KubeAdapter(
+                lease_client_configuration or client_configuration, qps=20, burst=20
+            )
+            self.elector = LeaderElector(
+                self._lease_kube,
+                namespace=config.namespace,
+                name=le.lease_name,
+                identity=self.identity,
+                lease_duration=le.lease_duration,
+                renew_deadline=le.renew_deadline,
+                retry_period=le.retry_period,
+            )
+        self._dead = threading.Event()
+        elector = self.elector
+
+        def is_leader() -> bool:
+            return not self._dead.is_set() and (elector.is_leader() if elector else True)
+
+        self.controller: Controller = build_controller(
+            config,
+            self.kube,
+            clouds=clouds,
+            metrics=self.metrics,
+            is_leader=is_leader,
+            identity=self.identity,
+            resync_seconds=resync_seconds,
+            watch_timeout_seconds=watch_timeout_seconds,
+            checkpoint=checkpoint or (lambda point: None),
+            **settings_overrides,
+        )
+        self.controller.on_crash = self.crash
+        self.health: HealthServer | None = None
+        if health_address:
+            host, _, port = health_address.rpartition(":")
+            self.health = HealthServer(
+                host=host or "0.0.0.0",
+                port=int(port),
+                registry=self.metrics.registry,
+                ready=lambda: self.controller.synced,
+                alive=self.elector.healthy if self.elector else (lambda: True),
+            )
+        self.leases: Informer | None = None
+        if self.elector is not None and self._lease_kube is not None:
+            # Standbys watch the Lease so a released lease is taken over at once, not at the next tick.
+            self.leases = Informer("leases", self._lease_kube, resync_seconds=3600, watch_timeout_seconds=60)
+            self.leases.add_handler(self._on_lease)
+        self.leading = threading.Event()
+        self.finished = threading.Event()
+        self.exit_code = 0
+        self._thread: threading.Thread | None = None
+
+    def _on_lease(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        obj = new or old or {}
+        meta = obj.get("metadata") or {}
+        le = self.config.leader_election
+        if self.elector is not None and (meta.get("namespace"), meta.get("name")) == (
+            self.config.namespace,
+            le.lease_name,
+        ):
+            self.elector.poke()
+
+    def start(self) -> None:
+        """Start health, informers and the election loop; workers start once we lead."""
+        if self.health:
+            self.health.start()
+        self.controller.start_informers()
+        if self.leases is not None:
+            self.leases.start()
+        self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        if self.elector is None:
+            self._lead()
+            return
+        self.elector.start()
+        while not self.finished.is_set():
+            if self.elector.acquired.wait(0.2):
+                self._lead()
+                break
+            if self.elector.lost.is_set():
+                break
+        while not self.finished.is_set():
+            if self.elector.lost.wait(0.2):
+                log.error("leadership_lost_stopping", identity=self.identity)
+                self.exit_code = 1
+                self._shutdown(release=False)
+                return
+
+    def _lead(self) -> None:
+        self.controller.wait_synced(60.0)
+        self.metrics.leader.set(1)
+        self.controller.start_workers()
+        self.leading.set()
+        log.info("leading", identity=self.identity)
+
+    def terminate(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM): drain workers, then release the lease."""
+        self._shutdown(release=True, timeout=timeout)
+
+    def crash(self) -> None:
+        """Abrupt stop: no drain of the lease; what a killed process looks like to others."""
+        self._dead.set()
+        if self.elector:
+            self.elector.stop()
+            with self.elector._lock:
+                self.elector._leading = False
+        self._shutdown(release=False, timeout=2.0)
+
+    def _shutdown(self, *, release: bool, timeout: float = 10.0) -> None:
+        if self.finished.is_set():
+            return
+        self.finished.set()
+        self.metrics.leader.set(0)
+        if self.elector and not release:
+            self.elector.stop()
+        if self.leases is not None:
+            self.leases._stop.set()
+        self.controller.stop(abort_watches=self.kube.abort_watches, timeout=timeout)
+        if self.elector and release:
+            self.elector.release()
+        self.controller.ctx.events.flush()
+        self.controller.ctx.events.close()
+        if self.health:
+            self.health.stop()
+        self.kube.close()
+        if self._lease_kube:
+            self._lease_kube.close()
+        if self.leases is not None:
+            self.leases.stop(1.0)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the replica stopped (lost lease or terminate)."""
+        return self.finished.wait(timeout)

@@ -1,0 +1,83 @@
+"""Construct the controller from configuration: the one place adapters meet the core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from provisioner.config.settings import ProvisionerConfig
+from provisioner.domain.model import Connector
+from provisioner.flows.context import Context, Hints, Settings
+from provisioner.ports import CinderPort
+from provisioner.runtime.controller import Controller
+from provisioner.runtime.informer import Informer
+from provisioner.telemetry.events import EventRecorder
+from provisioner.telemetry.metrics import Metrics, make_metrics
+
+
+def make_clouds(config: ProvisionerConfig, metrics: Metrics) -> dict[str, CinderPort]:
+    """One Cinder adapter per configured cloud, all reporting to ``metrics``."""
+    from provisioner.adapters.cinder.client import make_cinder
+
+    return {
+        name: make_cinder(cloud, max_in_flight=config.cinder_max_in_flight, observer=metrics.observe_cinder)
+        for name, cloud in config.clouds.items()
+    }
+
+
+def settings_from(config: ProvisionerConfig, *, identity: str = "", **overrides: float) -> Settings:
+    """Controller settings from the validated configuration."""
+    c = config.connector
+    return Settings(
+        provisioner_name=config.provisioner_name,
+        cluster_id=config.cluster_id,
+        secret_namespace=config.secret_namespace,
+        connector=Connector(host=c.host, ip=c.ip, initiator=c.initiator, multipath=c.multipath),
+        default_cloud=config.default_cloud,
+        create_deadline_seconds=config.create_deadline_seconds,
+        delete_deadline_seconds=config.delete_deadline_seconds,
+        max_error_retries=config.max_error_retries,
+        identity=identity,
+        **overrides,
+    )
+
+
+def build_controller(
+    config: ProvisionerConfig,
+    kube: object,
+    *,
+    clouds: Mapping[str, CinderPort] | None = None,
+    metrics: Metrics | None = None,
+    is_leader: Callable[[], bool] = lambda: True,
+    identity: str = "",
+    resync_seconds: float = 600.0,
+    watch_timeout_seconds: int = 300,
+    checkpoint: Callable[[str], None] = lambda point: None,
+    **settings_overrides: float,
+) -> Controller:
+    """A ready-to-start Controller (informers not yet started)."""
+    m = metrics or make_metrics()
+    cinders = dict(clouds) if clouds is not None else make_clouds(config, m)
+    recorder = EventRecorder(kube, component=config.provisioner_name, instance=identity)  # type: ignore[arg-type]
+
+    def make_context(pvcs: Informer, pvs: Informer, classes: Informer) -> Context:
+        return Context(
+            settings=settings_from(config, identity=identity, **settings_overrides),
+            kube=kube,  # type: ignore[arg-type]
+            clouds=cinders,
+            pvcs=pvcs,
+            pvs=pvs,
+            classes=classes,
+            events=recorder,
+            metrics=m,
+            hints=Hints(),
+            is_leader=is_leader,
+            checkpoint=checkpoint,
+        )
+
+    return Controller(
+        source=kube,  # type: ignore[arg-type]
+        make_context=make_context,
+        workers=config.workers,
+        resync_seconds=resync_seconds,
+        watch_timeout_seconds=watch_timeout_seconds,
+    )

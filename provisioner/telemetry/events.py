@@ -1,0 +1,169 @@
+"""Kubernetes Events for humans, deduplicated and off the worker's critical path.
+
+``kubectl describe pvc`` is where users look first, so every failure says what failed, which Cinder call,
+and Cinder's request id. But one event per retry floods it (the Go provisioners' known failure), so an
+identical (object, type, reason, message) within ``window`` seconds bumps ``count`` on the existing Event
+instead of creating a new one, and such bumps are written at most every ``min_patch_interval`` seconds.
+Writes happen on a background thread: a slow API server never blocks a reconcile.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import structlog
+
+from provisioner.domain.errors import KubeError
+
+log = structlog.get_logger(__name__)
+
+EventType = Literal["Normal", "Warning"]
+
+# Reasons (one place)
+PROVISIONING = "Provisioning"
+PROVISIONING_SUCCEEDED = "ProvisioningSucceeded"
+PROVISIONING_FAILED = "ProvisioningFailed"
+PROVISIONING_CLEANUP_FAILED = "ProvisioningCleanupFailed"
+VOLUME_FAILED_DELETE = "VolumeFailedDelete"
+VOLUME_DELETE_WAITING = "VolumeDeleteWaiting"
+
+
+class EventWriter(Protocol):
+    """The slice of the Kubernetes adapter the recorder needs."""
+
+    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Any: ...
+
+    def patch(
+        self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = ...
+    ) -> Any: ...
+
+
+@dataclass(slots=True)
+class _Seen:
+    name: str
+    namespace: str
+    count: int
+    first: str
+    last_sent_count: int
+    last_sent_at: float
+    created_at: float
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Records events for PVCs and PVs; thread-safe; ``flush()`` for tests and shutdown."""
+
+    def __init__(
+        self,
+        writer: EventWriter,
+        *,
+        component: str,
+        instance: str = "",
+        window: float = 600.0,
+        min_patch_interval: float = 10.0,
+        max_tracked: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._writer = writer
+        self._component = component
+        self._instance = instance
+        self._window = window
+        self._min_patch = min_patch_interval
+        self._max = max_tracked
+        self._clock = clock
+        self._seen: OrderedDict[tuple[str, str, str, str], _Seen] = OrderedDict()
+        self._lock = threading.Lock()
+        self._q: queue.Queue[tuple[str, str, dict[str, Any]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._drain, name="event-recorder", daemon=True)
+        self._thread.start()
+        self.written = 0
+
+    def event(self, obj: Mapping[str, Any], type_: EventType, reason: str, message: str) -> None:
+        """Record an event about ``obj`` (a PVC or PV dict as the API serves it)."""
+        meta = obj.get("metadata") or {}
+        uid = str(meta.get("uid", ""))
+        message = message[:1024]
+        key = (uid, type_, reason, message)
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(key)
+            if seen is not None and now - seen.created_at < self._window:
+                seen.count += 1
+                self._seen.move_to_end(key)
+                if now - seen.last_sent_at < self._min_patch:
+                    return
+                seen.last_sent_at, seen.last_sent_count = now, seen.count
+                patch = {"count": seen.count, "lastTimestamp": _now()}
+                self._q.put(("patch", seen.namespace, {"name": seen.name, "patch": patch}))
+                return
+            namespace = meta.get("namespace") or "default"
+            name = f"{meta.get('name', 'unknown')}.{uuid.uuid4().hex[:16]}"
+            ts = _now()
+            self._seen[key] = _Seen(name, namespace, 1, ts, 1, now, now)
+            while len(self._seen) > self._max:
+                self._seen.popitem(last=False)
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion", "v1"),
+                "kind": obj.get("kind")
+                or ("PersistentVolumeClaim" if meta.get("namespace") else "PersistentVolume"),
+                "name": meta.get("name"),
+                "namespace": meta.get("namespace"),
+                "uid": uid,
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "count": 1,
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "source": {"component": self._component},
+            "reportingComponent": self._component,
+            "reportingInstance": self._instance or self._component,
+        }
+        if not meta.get("namespace"):
+            body["involvedObject"].pop("namespace")
+        self._q.put(("create", namespace, body))
+
+    def _drain(self) -> None:
+        while True:
+            item = self._q.get()
+            try:
+                if item is None:
+                    return
+                op, namespace, body = item
+                if op == "create":
+                    self._writer.create("events", body, namespace=namespace)
+                else:
+                    self._writer.patch(
+                        "events", body["name"], body["patch"], namespace=namespace, patch_type="merge"
+                    )
+                self.written += 1
+            except KubeError as e:
+                log.warning("event_write_failed", error=str(e))
+            finally:
+                self._q.task_done()
+
+    def flush(self) -> None:
+        """Wait until every queued event has been written (or failed)."""
+        self._q.join()
+
+    def close(self) -> None:
+        """Flush and stop the writer thread."""
+        self._q.put(None)
+        self._thread.join(5.0)

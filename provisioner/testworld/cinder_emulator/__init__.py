@@ -1,0 +1,1 @@
+"""The Cinder emulator: Keystone v3 + Block Storage v3 over real HTTP, with faults."""

@@ -1,0 +1,1 @@
+"""Harnesses that run the whole product: chaos, bench and the world server."""

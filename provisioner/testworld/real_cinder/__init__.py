@@ -1,0 +1,1 @@
+"""Real OpenStack Cinder in one subprocess, with our file-backed test driver."""
