@@ -161,3 +161,20 @@ class KubeTooManyRequests(KubeError):
 
 class KubeUnavailable(KubeError):
     """5xx or connection failure."""
+
+
+# --- Leadership ---------------------------------------------------------------------------------------
+
+
+class NotLeader(ProvisionerError):
+    """This replica is not sure it holds the lease, so it must not mutate Cinder (fencing).
+
+    Retryable: the key is retried with backoff and succeeds once this replica leads again (or another
+    replica, which does lead, takes the work). ``operation`` names the call that was refused.
+    """
+
+    final = False
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"not the leader: refused Cinder {operation}")
+        self.operation = operation

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from provisioner.domain.errors import ConfigError, InvalidInput
 from provisioner.domain.model import Connector, VolumeId
+from provisioner.flows.fencing import FencedCinder
 from provisioner.ports import CinderPort
 from provisioner.telemetry.events import EventRecorder
 from provisioner.telemetry.metrics import Metrics
@@ -164,10 +165,13 @@ class Context:
         return max(0.0, self.gates.get(cloud or self.settings.default_cloud, 0.0) - self.clock())
 
     def cinder(self, cloud: str | None) -> CinderPort:
-        """The Cinder adapter for a named cloud (the class's ``cloud`` parameter) or the default."""
+        """The Cinder port for a named cloud (the class's ``cloud`` parameter) or the default.
+
+        Fenced: every mutation checks ``is_leader()`` right before it is sent and raises NotLeader instead.
+        """
         name = cloud or self.settings.default_cloud
         try:
-            return self.clouds[name]
+            return FencedCinder(self.clouds[name], self.is_leader)
         except KeyError:
             if cloud is None:
                 raise ConfigError("default_cloud", f"no cloud named {name!r} is configured") from None

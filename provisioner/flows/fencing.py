@@ -1,0 +1,142 @@
+"""Fencing at every Cinder mutation: a port that refuses to change the cloud unless we lead.
+
+A replica that lost (or is unsure of) its lease must not send a create, delete, export or unexport: a new
+leader may already be acting on the same claim. Checking ``is_leader()`` in each flow before each call is
+easy to forget for the next mutation; this wrapper checks it right before every mutating call and raises
+``NotLeader`` instead of calling. Reads pass through (a standby may look). ``Context.cinder()`` returns
+the fenced port, so no flow can reach an unfenced one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Final
+
+from provisioner.domain.errors import NotLeader
+from provisioner.domain.model import (
+    Attachment,
+    AttachmentId,
+    CinderCapabilities,
+    ConnectionInfo,
+    Connector,
+    CreateVolumeRequest,
+    Snapshot,
+    SnapshotId,
+    Volume,
+    VolumeId,
+)
+from provisioner.ports import CinderPort
+
+#: CinderPort members that only read. Every other member is a mutation and is fenced (the unit test
+#: checks that this set and MUTATIONS together cover the Protocol exactly).
+READS: Final = frozenset(
+    {"capabilities", "get_volume", "find_volume", "list_volumes", "get_snapshot", "list_snapshots"}
+)
+MUTATIONS: Final = frozenset(
+    {
+        "create_volume",
+        "delete_volume",
+        "extend_volume",
+        "create_attachment",
+        "complete_attachment",
+        "delete_attachment",
+        "reserve",
+        "initialize_connection",
+        "terminate_connection",
+        "unreserve",
+        "create_snapshot",
+        "delete_snapshot",
+    }
+)
+
+
+class FencedCinder:
+    """A CinderPort that calls ``is_leader()`` before each mutation and raises NotLeader when False."""
+
+    __slots__ = ("_inner", "_is_leader")
+
+    def __init__(self, inner: CinderPort, is_leader: Callable[[], bool]) -> None:
+        self._inner = inner
+        self._is_leader = is_leader
+
+    @property
+    def inner(self) -> CinderPort:
+        """The unfenced port (tests and diagnostics only)."""
+        return self._inner
+
+    def _fence(self, operation: str) -> None:
+        if not self._is_leader():
+            raise NotLeader(operation)
+
+    # reads
+    @property
+    def capabilities(self) -> CinderCapabilities:
+        return self._inner.capabilities
+
+    def get_volume(self, volume_id: VolumeId) -> Volume:
+        return self._inner.get_volume(volume_id)
+
+    def find_volume(self, *, name: str, cluster: str) -> Volume | None:
+        return self._inner.find_volume(name=name, cluster=cluster)
+
+    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
+        return self._inner.list_volumes(metadata=metadata)
+
+    def get_snapshot(self, snapshot_id: SnapshotId) -> Snapshot:
+        return self._inner.get_snapshot(snapshot_id)
+
+    def list_snapshots(
+        self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
+    ) -> Iterator[Snapshot]:
+        return self._inner.list_snapshots(metadata=metadata, volume_id=volume_id)
+
+    # mutations
+    def create_volume(self, request: CreateVolumeRequest) -> Volume:
+        self._fence("create_volume")
+        return self._inner.create_volume(request)
+
+    def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:
+        self._fence("delete_volume")
+        self._inner.delete_volume(volume_id, cascade=cascade)
+
+    def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None:
+        self._fence("extend_volume")
+        self._inner.extend_volume(volume_id, new_size_gib)
+
+    def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
+        self._fence("create_attachment")
+        return self._inner.create_attachment(volume_id, connector)
+
+    def complete_attachment(self, attachment_id: AttachmentId) -> None:
+        self._fence("complete_attachment")
+        self._inner.complete_attachment(attachment_id)
+
+    def delete_attachment(self, attachment_id: AttachmentId) -> None:
+        self._fence("delete_attachment")
+        self._inner.delete_attachment(attachment_id)
+
+    def reserve(self, volume_id: VolumeId) -> None:
+        self._fence("reserve")
+        self._inner.reserve(volume_id)
+
+    def initialize_connection(self, volume_id: VolumeId, connector: Connector) -> ConnectionInfo:
+        self._fence("initialize_connection")
+        return self._inner.initialize_connection(volume_id, connector)
+
+    def terminate_connection(self, volume_id: VolumeId, connector: Connector) -> None:
+        self._fence("terminate_connection")
+        self._inner.terminate_connection(volume_id, connector)
+
+    def unreserve(self, volume_id: VolumeId) -> None:
+        self._fence("unreserve")
+        self._inner.unreserve(volume_id)
+
+    def create_snapshot(
+        self, volume_id: VolumeId, *, name: str, metadata: Mapping[str, str], force: bool = False
+    ) -> Snapshot:
+        self._fence("create_snapshot")
+        return self._inner.create_snapshot(volume_id, name=name, metadata=metadata, force=force)
+
+    def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
+        self._fence("delete_snapshot")
+        self._inner.delete_snapshot(snapshot_id)
