@@ -76,6 +76,25 @@ class CinderNotFound(CinderError):
     """404: the volume, snapshot or attachment does not exist."""
 
 
+class CinderReferenceNotFound(CinderNotFound):
+    """A create named something Cinder does not have: ``reference`` says which request field.
+
+    Final: retrying the same request cannot help until an admin creates it or the user fixes the class or
+    claim, so it is retried slowly, never hot. ``reference`` is one of ``volume_type``,
+    ``availability_zone``, ``snapshot_id``, ``source_volid``.
+    """
+
+    final = True
+
+    def __init__(self, message: str, *, reference: str, **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.reference = reference
+
+
+class CinderBadResponse(CinderError):
+    """Cinder answered something we cannot read (a field missing or of the wrong type)."""
+
+
 class CinderConflict(CinderError):
     """409 or 'invalid state' 400: the resource is busy or in the wrong status."""
 

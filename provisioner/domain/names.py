@@ -6,6 +6,7 @@ rename is one edit and a grep finds every use.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 PREFIX: Final = "netvol.io/"
@@ -63,3 +64,13 @@ SECRET_TYPE_ISCSI_CHAP: Final = "kubernetes.io/iscsi-chap"  # noqa: S105 - a Sec
 def pv_name_for(pvc_uid: str) -> str:
     """PV name and Cinder volume name for a claim: ``pvc-<uid>``."""
     return f"pvc-{pvc_uid}"
+
+
+#: A Cinder id as it may appear in a URL path (UUIDs in practice): no "/", ".", "?", "%" or spaces, so a
+#: value such as ``../volumes/<id>`` can never address another resource.
+CINDER_ID_PATTERN: Final = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,127}$")
+
+
+def is_cinder_id(value: object) -> bool:
+    """True when ``value`` can be sent to Cinder as a volume / snapshot / attachment id."""
+    return isinstance(value, str) and CINDER_ID_PATTERN.fullmatch(value) is not None

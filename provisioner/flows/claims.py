@@ -69,9 +69,18 @@ def _json_pointer(key: str) -> str:
 
 
 def persist_intent(
-    ctx: Context, pvc: Obj, step: str | None = None, *, extra: Mapping[str, str] | None = None
+    ctx: Context,
+    pvc: Obj,
+    step: str | None = None,
+    *,
+    extra: Mapping[str, str] | None = None,
+    cloud: str | None = None,
 ) -> Obj | None:
-    """Add our finalizer (+ step and ``extra`` annotations) with a uid test; the live claim, or None."""
+    """Add our finalizer (+ step, ``extra`` and cloud annotations) with a uid test; the live claim, or None.
+
+    The cloud is recorded with the intent so that abandoning the claim later finds its volume on the right
+    cloud even when the StorageClass is gone by then (deleted together with the claim).
+    """
     meta = pvc["metadata"]
     ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
     finalizers = meta.get("finalizers")
@@ -80,6 +89,8 @@ def persist_intent(
     elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
         ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
     annotations = dict(extra or {})
+    if cloud and (meta.get("annotations") or {}).get(names.ANN_CLOUD) != cloud:
+        annotations[names.ANN_CLOUD] = cloud
     if step:
         annotations[names.ANN_PROVISIONING_STEP] = step
     if annotations and meta.get("annotations") is None:

@@ -1,15 +1,23 @@
-"""The provision flow (DESIGN.md "Provision"): one claim, one step per call, level-based and crash-safe.
+"""The provision flow (DESIGN.md "Provision"): one claim, observed, decided, one step at a time.
 
-Each call re-reads the caches, decides the next step, does it and returns an Outcome. Nothing blocks: a
-volume that is still ``creating`` means "requeue after a poll delay". The order of side effects is what
-makes crashes harmless: the PVC finalizer (intent) is persisted before any Cinder create; the volume is
-found by name + cluster tag before creating one; a PV AlreadyExists counts only if it is ours; the
-finalizer is removed last.
+``observe_claim`` reads the caches into a ``ClaimState``; ``decide_claim`` (pure) says what the claim
+needs from its Kubernetes side alone (nothing, abandon, fail, wait, or "look the volume up");
+``observe_volume`` then asks Cinder for the claim's volume (by remembered id, else name + cluster tag)
+and ``decide_volume`` (pure) picks the Cinder step: persist intent, create, wait, replace an ``error``
+volume, resolve duplicates, or export and bind. ``execute`` performs exactly one step through the ports.
+The order of side effects is what makes crashes harmless: the PVC finalizer (intent) is persisted before
+any Cinder create; the volume is found by name + cluster tag before creating one; a PV AlreadyExists
+counts only if it is ours; the finalizer is removed last.
+
+Errors are classified, never parsed here: ``outcome_for_error`` maps our error tree to an Outcome (final
+configuration errors name the user's field and are retried slowly; transient ones back off; 429 closes the
+cloud for Retry-After).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Literal
 
 import structlog
 
@@ -18,12 +26,14 @@ from provisioner.domain.errors import (
     CinderAmbiguous,
     CinderQuotaExceeded,
     CinderRateLimited,
+    CinderReferenceNotFound,
+    ConfigError,
     InvalidInput,
     KubeAlreadyExists,
     KubeError,
     ProvisionerError,
 )
-from provisioner.domain.model import DELETING, ERROR, CreateVolumeRequest, Volume
+from provisioner.domain.model import DELETING, ERROR, CreateVolumeRequest, Volume, VolumeId
 from provisioner.domain.outcome import DONE, Outcome, error, final, requeue
 from provisioner.domain.params import ClassParams, parse_class_fields, parse_class_parameters
 from provisioner.domain.quantity import quantity_to_gib
@@ -38,10 +48,11 @@ from provisioner.flows.claims import (
     other_create_in_flight,
     persist_intent,
 )
-from provisioner.flows.context import Context, Hint, Obj
+from provisioner.flows.context import Context, Obj
 from provisioner.flows.duplicates import choose_keeper, remove_duplicates, volumes_of_claim
 from provisioner.flows.export import cleanup_volume, export_volume
 from provisioner.flows.sources import VolumeSource, resolve_source
+from provisioner.flows.steps import drive
 from provisioner.mapping.build import (
     ContentSource,
     MappedObjects,
@@ -53,107 +64,485 @@ from provisioner.telemetry.events import PROVISIONING, PROVISIONING_FAILED, PROV
 
 log = structlog.get_logger(__name__)
 
+#: Cinder statuses after which a volume is replaced (deleted and created again, bounded).
+FAILED = frozenset({ERROR, "error_restoring", "error_extending", "error_deleting"})
 
-def reconcile_claim(ctx: Context, key: str) -> Outcome:
-    """One step of provisioning (or abandoning) the claim ``namespace/name``."""
-    pvc = ctx.pvcs.get(key)
-    if pvc is None:
-        return DONE
+#: Which user-facing field a create's missing reference is about.
+_REFERENCE_FIELDS = {
+    "volume_type": ("parameters.type", "volume type"),
+    "availability_zone": ("parameters.availability", "availability zone"),
+    "source_volid": ("spec.dataSource", "source volume"),
+}
+
+
+# ---- what is observed ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimState:
+    """The claim's Kubernetes side, as the caches show it (plus the cloud gate and poll timer)."""
+
+    key: str
+    uid: str
+    deleting: bool = False
+    intent: bool = False  # our intent finalizer is on the claim
+    bound_to: str = ""  # spec.volumeName
+    class_name: str = ""
+    class_found: bool = True
+    ours: bool = True
+    pv: Literal["none", "ours", "foreign"] = "none"
+    bad_class: str | None = None  # the class's parameters are invalid (message names the field)
+    bad_claim: str | None = None  # the claim is invalid (message names the field)
+    waits_for_node: bool = False  # WaitForFirstConsumer without a selected node
+    cloud_wait: float = 0.0  # seconds until the cloud may be called again (429)
+    poll_wait: float = 0.0  # seconds until the next Cinder poll is due
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VolumeState:
+    """What Cinder said about the claim's volume, and the claim's in-memory progress."""
+
+    volume: Volume | None = None
+    duplicates: bool = False  # more than one volume carries the claim's name and our cluster tag
+    in_flight_wait: float = 0.0  # another replica's create could still land for this long
+    error_volumes: int = 0  # volumes of this claim that went to error and were replaced
+    waited: float = 0.0  # seconds since this replica started on the claim
+    deadline_warned: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    """The settings the decisions read."""
+
+    max_error_retries: int = 3
+    create_deadline_seconds: float = 600.0
+
+
+# ---- steps --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Done:
+    """Nothing (more) to do; ``release`` drops the intent finalizer and the hint first."""
+
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Abandon:
+    """The claim is being deleted with our intent on it: give Cinder back (abandon flow)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fail:
+    """A final failure: one Warning, a metric, no fast retry (a slow one after ``retry`` seconds)."""
+
+    reason: str
+    message: str
+    retry: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wait:
+    """Come back later; ``poll`` grows the delay like a Cinder status poll; ``warn`` is a Warning first."""
+
+    reason: str
+    delay: float = 0.0
+    poll: bool = False
+    warn: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LookUp:
+    """The Kubernetes side is in order: ask Cinder for the claim's volume."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersistIntent:
+    """A volume exists but our intent finalizer is not on the claim (a crash, or another replica)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResolveDuplicates:
+    """A create that landed late left more than one volume: keep one, delete the rest."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Create:
+    """No volume yet: record intent and the attempt, then create it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplaceErrorVolume:
+    """The volume went to ``status``: delete it; ``give_up`` after too many."""
+
+    volume_id: str
+    status: str
+    attempt: int
+    give_up: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bind:
+    """The volume is usable: export it, map it, create the PV (and Secret), drop the intent."""
+
+    volume: Volume
+
+
+Step = (
+    Done
+    | Abandon
+    | Fail
+    | Wait
+    | LookUp
+    | PersistIntent
+    | ResolveDuplicates
+    | Create
+    | ReplaceErrorVolume
+    | Bind
+)
+
+
+# ---- decisions (pure) ---------------------------------------------------------------------------------
+
+
+def decide_claim(c: ClaimState) -> Step:
+    """What the claim needs from its Kubernetes side alone."""
+    if c.deleting:
+        return Abandon() if c.intent else Done()
+    if c.bound_to:
+        return Done(release=True)
+    if not c.class_name or not c.ours:
+        return Done()
+    if c.pv == "ours":
+        return Done(release=True)
+    pv_name = names.pv_name_for(c.uid)
+    if c.pv == "foreign":
+        return Fail(reason="pv_name_conflict", message=f"PV {pv_name} exists but belongs to another claim")
+    if not c.class_found:
+        return Fail(reason="class_not_found", message=f"StorageClass {c.class_name!r} not found", retry=60.0)
+    if c.bad_class is not None:
+        return Fail(reason="invalid_parameters", message=f"StorageClass {c.class_name}: {c.bad_class}")
+    if c.bad_claim is not None:
+        return Fail(reason="invalid_claim", message=f"claim: {c.bad_claim}")
+    if c.waits_for_node:
+        return Done()
+    if c.cloud_wait > 0:
+        return Wait(reason="rate_limited", delay=c.cloud_wait)
+    if c.poll_wait > 0 and c.intent:
+        return Wait(reason="poll_not_due", delay=c.poll_wait)  # an event that changes nothing Cinder-side
+    return LookUp()
+
+
+def decide_volume(c: ClaimState, v: VolumeState, limits: Limits) -> Step:
+    """The Cinder step for a claim whose Kubernetes side is in order."""
+    if v.duplicates:
+        return ResolveDuplicates()
+    volume = v.volume
+    if volume is None:
+        if v.in_flight_wait > 0:
+            return Wait(reason="previous_create_in_flight", delay=v.in_flight_wait)
+        return Create()
+    if not c.intent:
+        return PersistIntent()
+    if volume.status in WAITING:
+        warn = None
+        if v.waited > limits.create_deadline_seconds and not v.deadline_warned:
+            warn = (
+                f"Cinder volume {volume.id} still {volume.status} after "
+                f"{limits.create_deadline_seconds:.0f}s; still waiting"
+            )
+        return Wait(reason="waiting", poll=True, warn=warn)
+    if volume.status == DELETING:
+        return Wait(reason="deleting", poll=True)
+    if volume.status in FAILED:
+        attempt = v.error_volumes + 1
+        return ReplaceErrorVolume(
+            volume_id=volume.id,
+            status=volume.status,
+            attempt=attempt,
+            give_up=attempt >= limits.max_error_retries,
+        )
+    if volume.status not in EXPORTABLE:
+        return Wait(reason=volume.status, poll=True)
+    return Bind(volume=volume)
+
+
+def decide(c: ClaimState, v: VolumeState | None, limits: Limits) -> Step:
+    """The next step: the claim's side first; the volume's once Cinder was asked."""
+    step = decide_claim(c)
+    if isinstance(step, LookUp) and v is not None:
+        return decide_volume(c, v, limits)
+    return step
+
+
+def reference_error(
+    err: CinderReferenceNotFound, *, cloud: str, request: CreateVolumeRequest, pvc: Obj
+) -> InvalidInput:
+    """A create's missing reference as the user's field: ``parameters.type: volume type 'x' does not …``."""
+    if err.reference == "snapshot_id":
+        ann = pvc["metadata"].get("annotations") or {}
+        field = (
+            f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]"
+            if ann.get(names.ANN_RESTORE_FROM_SNAPSHOT)
+            else "spec.dataSource"
+        )
+        return InvalidInput(
+            field, f"Cinder snapshot {request.snapshot_id!r} does not exist in cloud {cloud!r}"
+        )
+    field, what = _REFERENCE_FIELDS.get(err.reference, ("parameters", err.reference))
+    value = {
+        "volume_type": request.volume_type,
+        "availability_zone": request.availability_zone,
+        "source_volid": request.source_volid,
+    }.get(err.reference)
+    return InvalidInput(field, f"{what} {value!r} does not exist in cloud {cloud!r}")
+
+
+# ---- observation --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Seen:
+    """One observation: the states, plus the objects the executor needs."""
+
+    claim: ClaimState
+    volume: VolumeState | None
+    pvc: Obj
+    sc: Obj | None
+    params: ClassParams | None
+
+
+def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | None, ClassParams | None]:
+    """The claim's Kubernetes side from the caches (no Cinder call)."""
     meta = pvc["metadata"]
     uid = meta["uid"]
-    ours_finalizer = names.PVC_PROVISIONING_FINALIZER in (meta.get("finalizers") or [])
+    base = {
+        "key": key,
+        "uid": uid,
+        "intent": names.PVC_PROVISIONING_FINALIZER in (meta.get("finalizers") or []),
+    }
     if meta.get("deletionTimestamp"):
-        return abandon(ctx, pvc) if ours_finalizer else DONE
+        return ClaimState(**base, deleting=True), None, None
     if (pvc.get("spec") or {}).get("volumeName"):
-        if ours_finalizer:
-            drop_intent(ctx, pvc)
-        ctx.hints.drop(uid)
-        return DONE
+        return ClaimState(**base, bound_to=str(pvc["spec"]["volumeName"])), None, None
     sc_name = class_name_of(pvc)
     sc = ctx.classes.get(sc_name) if sc_name else None
     if not sc_name or not is_ours(pvc, sc, ctx.settings.provisioner_name):
-        return DONE
-    pv_name = names.pv_name_for(uid)
-    existing_pv = ctx.pvs.get(pv_name)
+        return ClaimState(**base, class_name=sc_name, ours=False), sc, None
+    existing_pv = ctx.pvs.get(names.pv_name_for(uid))
+    pv: Literal["none", "ours", "foreign"] = "none"
     if existing_pv is not None:
         claim_ref = (existing_pv.get("spec") or {}).get("claimRef") or {}
-        if claim_ref.get("uid") == uid:
-            if ours_finalizer:
-                drop_intent(ctx, pvc)
-            ctx.hints.drop(uid)
-            return DONE
-        return _fail(
-            ctx, pvc, sc_name, "pv_name_conflict", f"PV {pv_name} exists but belongs to another claim"
-        )
-    if sc is None:
-        return _fail(ctx, pvc, sc_name, "class_not_found", f"StorageClass {sc_name!r} not found", retry=60.0)
+        pv = "ours" if claim_ref.get("uid") == uid else "foreign"
+    if sc is None or pv != "none":
+        return ClaimState(**base, class_name=sc_name, class_found=sc is not None, pv=pv), sc, None
+    bad_class = bad_claim = None
+    params: ClassParams | None = None
+    waits = False
     try:
         fields = parse_class_fields(sc)
         params = parse_class_parameters(
             sc.get("parameters"), default_secret_namespace=ctx.settings.secret_namespace
         )
+        waits = fields.volume_binding_mode == "WaitForFirstConsumer" and not (
+            meta.get("annotations") or {}
+        ).get(names.ANN_SELECTED_NODE)
     except InvalidInput as e:
-        return _fail(ctx, pvc, sc_name, "invalid_parameters", f"StorageClass {sc_name}: {e}")
-    try:
-        parse_claim(pvc, params=params, multiattach=params.multiattach)  # refuse bad modes before Cinder
-    except InvalidInput as e:
-        return _fail(ctx, pvc, sc_name, "invalid_claim", f"claim: {e}")
-    ann = meta.get("annotations") or {}
-    if fields.volume_binding_mode == "WaitForFirstConsumer" and not ann.get(names.ANN_SELECTED_NODE):
-        return DONE
-    log_ = log.bind(pvc=key, pv=pv_name)
-    hint = ctx.hints.get(uid)
-    if (wait := ctx.cloud_wait(params.cloud)) > 0:
-        return requeue(wait, "rate_limited")
-    if (wait := ctx.poll_not_due(hint)) > 0 and ours_finalizer:
-        return requeue(wait, "poll_not_due")  # woken by an event that changes nothing Cinder-side
-    try:
-        cinder = ctx.cinder(params.cloud)
+        bad_class = str(e)
+    if params is not None:
         try:
-            volume = lookup_volume(ctx, cinder, pv_name, hint)
-        except CinderAmbiguous:
-            # Only a create that landed after a leader change can do this (see duplicates.py).
-            # The hint stays unset until only one is left, so the next round looks them up again.
-            candidates = volumes_of_claim(ctx, cinder, uid)
-            keeper = choose_keeper(candidates) if candidates else None
-            remove_duplicates(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
-            return requeue(ctx.poll_delay(hint), "duplicates")
-        if volume is None:
-            return _create(ctx, pvc, sc=sc, params=params, cinder=cinder, hint=hint, log_=log_)
-        hint.volume_id = volume.id
-        if not ours_finalizer and persist_intent(ctx, pvc) is None:
-            return requeue(0.0, "claim_changed")
-        return _advance(ctx, pvc, sc=sc, params=params, cinder=cinder, volume=volume, hint=hint, log_=log_)
-    except CinderQuotaExceeded as e:
-        return _fail(
-            ctx, pvc, sc_name, "quota", f"Cinder quota exceeded: {e}", retry=ctx.settings.final_retry_seconds
+            parse_claim(pvc, params=params, multiattach=params.multiattach)  # bad modes never reach Cinder
+            _check_restore_annotation(pvc)
+        except InvalidInput as e:
+            bad_claim = str(e)
+    hint = ctx.hints.get(uid)
+    return (
+        ClaimState(
+            **base,
+            class_name=sc_name,
+            bad_class=bad_class,
+            bad_claim=bad_claim,
+            waits_for_node=waits,
+            cloud_wait=ctx.cloud_wait(params.cloud) if params is not None else 0.0,
+            poll_wait=ctx.poll_not_due(hint),
+        ),
+        sc,
+        params,
+    )
+
+
+def _check_restore_annotation(pvc: Obj) -> None:
+    """A restore id must look like a Cinder id before it goes anywhere near a URL."""
+    raw = (pvc["metadata"].get("annotations") or {}).get(names.ANN_RESTORE_FROM_SNAPSHOT)
+    if raw is not None and not names.is_cinder_id(raw):
+        raise InvalidInput(
+            f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]",
+            f"{str(raw)[:80]!r} is not a Cinder snapshot id",
         )
-    except CinderRateLimited as e:
-        ctx.hold_cloud(params.cloud, e.retry_after or 1.0)
-        return requeue(e.retry_after or 1.0, "rate_limited")
+
+
+def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
+    """Ask Cinder for the claim's volume (one or two read calls)."""
+    uid = pvc["metadata"]["uid"]
+    hint = ctx.hints.get(uid)
+    cinder = ctx.cinder(params.cloud)
+    base = VolumeState(
+        error_volumes=hint.error_volumes,
+        waited=ctx.clock() - hint.started,
+        deadline_warned=hint.deadline_warned,
+    )
+    try:
+        volume = lookup_volume(ctx, cinder, names.pv_name_for(uid), hint)
+    except CinderAmbiguous:
+        return replace(base, duplicates=True)
+    if volume is None:
+        return replace(base, in_flight_wait=other_create_in_flight(ctx, pvc))
+    hint.volume_id = volume.id
+    return replace(base, volume=volume)
+
+
+def _observe(ctx: Context, key: str, seen: list[_Seen | None]) -> _Seen | None:
+    """Observe into ``seen[0]`` (set before Cinder is asked, so an error there still knows the claim)."""
+    seen[0] = None
+    pvc = ctx.pvcs.get(key)
+    if pvc is None:
+        return None
+    claim, sc, params = observe_claim(ctx, key, pvc)
+    current = seen[0] = _Seen(claim=claim, volume=None, pvc=pvc, sc=sc, params=params)
+    if params is not None and isinstance(decide_claim(claim), LookUp):
+        current = seen[0] = replace(current, volume=observe_volume(ctx, pvc, params))
+    return current
+
+
+# ---- the flow -----------------------------------------------------------------------------------------
+
+
+def reconcile_claim(ctx: Context, key: str) -> Outcome:
+    """One reconcile of the claim ``namespace/name``: observe, decide, execute (a few steps at most)."""
+    limits = Limits(
+        max_error_retries=ctx.settings.max_error_retries,
+        create_deadline_seconds=ctx.settings.create_deadline_seconds,
+    )
+    seen: list[_Seen | None] = [None]
+
+    def observe() -> _Seen | None:
+        return _observe(ctx, key, seen)
+
+    def decide_seen(s: _Seen | None) -> Step:
+        return Done() if s is None else decide(s.claim, s.volume, limits)
+
+    def execute_step(step: Step) -> Outcome | None:
+        s = seen[0]
+        return DONE if s is None else execute(ctx, s, step)
+
+    try:
+        return drive(observe, decide_seen, execute_step)
     except ProvisionerError as e:
-        if e.final:
-            return _fail(ctx, pvc, sc_name, type(e).__name__, str(e))
-        log_.warning("provision_step_failed", error=str(e))
-        ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, f"will retry: {e}")
-        return error(type(e).__name__, str(e))
+        s = seen[0]
+        if s is None:
+            return error(type(e).__name__, str(e))
+        return outcome_for_error(ctx, s, e)
 
 
-def _create(
-    ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, hint: Hint, log_: Any
-) -> Outcome:
-    if (wait := other_create_in_flight(ctx, pvc)) > 0:
-        return requeue(wait, "previous_create_in_flight")
+def outcome_for_error(ctx: Context, s: _Seen, e: ProvisionerError) -> Outcome:
+    """Our error tree → an Outcome: the class of the error decides, never its message."""
+    sc_name = s.claim.class_name
+    cloud = (s.params.cloud if s.params else None) or ctx.settings.default_cloud
+    if isinstance(e, CinderRateLimited):
+        ctx.hold_cloud(cloud, e.retry_after or 1.0)
+        return requeue(e.retry_after or 1.0, "rate_limited")
+    if isinstance(e, CinderQuotaExceeded):
+        return _fail(
+            ctx,
+            s.pvc,
+            sc_name,
+            "quota",
+            f"Cinder quota exceeded: {e}",
+            retry=ctx.settings.final_retry_seconds,
+        )
+    if isinstance(e, InvalidInput | ConfigError):
+        # A configuration error: retried slowly (an admin may create the type; the claim may change).
+        return _fail(
+            ctx, s.pvc, sc_name, "invalid_configuration", str(e), retry=ctx.settings.final_retry_seconds
+        )
+    if e.final:
+        return _fail(ctx, s.pvc, sc_name, type(e).__name__, str(e), retry=ctx.settings.final_retry_seconds)
+    log.warning("provision_step_failed", pvc=s.claim.key, error=str(e))
+    ctx.events.event(s.pvc, "Warning", PROVISIONING_FAILED, f"will retry: {e}")
+    return error(type(e).__name__, str(e))
+
+
+def execute(ctx: Context, s: _Seen, step: Step) -> Outcome | None:
+    """Perform exactly ``step``; None = it changed the world, observe again."""
+    pvc, uid = s.pvc, s.claim.uid
+    if isinstance(step, Done):
+        if step.release:
+            if s.claim.intent:
+                drop_intent(ctx, pvc)
+            ctx.hints.drop(uid)
+        return DONE
+    if isinstance(step, Abandon):
+        return abandon(ctx, pvc)
+    if isinstance(step, Fail):
+        return _fail(ctx, pvc, s.claim.class_name, step.reason, step.message, retry=step.retry)
+    if isinstance(step, Wait):
+        hint = ctx.hints.get(uid)
+        if step.warn is not None:
+            hint.deadline_warned = True
+            ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, step.warn)
+        return requeue(ctx.poll_delay(hint) if step.poll else step.delay, step.reason)
+    # The claim's side was decided to be in order, so the class was parsed.
+    assert s.sc is not None
+    assert s.params is not None
+    cinder = ctx.cinder(s.params.cloud)
+    if isinstance(step, PersistIntent):
+        live = persist_intent(ctx, pvc, cloud=s.params.cloud or ctx.settings.default_cloud)
+        return requeue(0.0, "claim_changed") if live is None else None
+    if isinstance(step, ResolveDuplicates):
+        # Only a create that landed after a leader change can do this (see duplicates.py). The hint stays
+        # unset until only one is left, so the next round looks them up again.
+        candidates = volumes_of_claim(ctx, cinder, uid)
+        keeper = choose_keeper(candidates) if candidates else None
+        remove_duplicates(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
+        return requeue(ctx.poll_delay(ctx.hints.get(uid)), "duplicates")
+    if isinstance(step, Create):
+        return _create(ctx, pvc, sc=s.sc, params=s.params, cinder=cinder)
+    if isinstance(step, ReplaceErrorVolume):
+        hint = ctx.hints.get(uid)
+        hint.error_volumes += 1
+        cinder.delete_volume(VolumeId(step.volume_id))
+        hint.volume_id = None
+        attempts = f"{step.attempt}/{ctx.settings.max_error_retries}"
+        msg = f"Cinder volume {step.volume_id} went to {step.status}; deleted it (attempt {attempts})"
+        if step.give_up:
+            return _fail(
+                ctx,
+                pvc,
+                s.claim.class_name,
+                "volume_error",
+                msg + "; giving up",
+                retry=ctx.settings.final_retry_seconds,
+            )
+        ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, msg + "; retrying")
+        return error("volume_error", msg)
+    if isinstance(step, Bind):
+        return _bind(ctx, pvc, sc=s.sc, params=s.params, cinder=cinder, volume=step.volume)
+    return error("unexpected_step", f"no executor for {type(step).__name__}")  # LookUp never gets here
+
+
+def _create(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any) -> Outcome:
+    cloud = params.cloud or ctx.settings.default_cloud
     attempt = {names.ANN_CREATE_ATTEMPT: f"{ctx.settings.identity} {ctx.wall():.3f}"}
-    live = persist_intent(ctx, pvc, step="creating-volume", extra=attempt if ctx.settings.identity else None)
+    live = persist_intent(
+        ctx, pvc, step="creating-volume", extra=attempt if ctx.settings.identity else None, cloud=cloud
+    )
     if live is None:
         return requeue(0.0, "claim_changed")
     meta = live["metadata"]
     spec = live.get("spec") or {}
     size = quantity_to_gib(str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")))
     source = resolve_source(ctx, live, params, cinder)
-    if not ctx.is_leader():
-        return error("not_leader", "lost leadership before create")
     pv_name = names.pv_name_for(meta["uid"])
     metadata = {
         names.META_CLUSTER: ctx.settings.cluster_id,
@@ -165,73 +554,42 @@ def _create(
     }
     if ctx.settings.identity:
         metadata[names.META_CREATED_BY] = ctx.settings.identity
-    volume = cinder.create_volume(
-        CreateVolumeRequest(
-            name=pv_name,
-            size_gib=max(size, source.min_size_gib),
-            volume_type=params.volume_type,
-            availability_zone=params.availability_zone,
-            snapshot_id=source.snapshot_id,
-            source_volid=source.source_volid,
-            metadata=metadata,
-            description=f"Kubernetes PVC {meta['namespace']}/{meta['name']}",
-        )
+    request = CreateVolumeRequest(
+        name=pv_name,
+        size_gib=max(size, source.min_size_gib),
+        volume_type=params.volume_type,
+        availability_zone=params.availability_zone,
+        snapshot_id=source.snapshot_id,
+        source_volid=source.source_volid,
+        metadata=metadata,
+        description=f"Kubernetes PVC {meta['namespace']}/{meta['name']}",
     )
+    try:
+        volume = cinder.create_volume(request)
+    except CinderReferenceNotFound as e:
+        raise reference_error(e, cloud=cloud, request=request, pvc=live) from e
     ctx.checkpoint("after_cinder_create")
+    hint = ctx.hints.get(meta["uid"])
     hint.volume_id = volume.id
     hint.polls = 0
-    log_.info("volume_created", volume_id=volume.id, size_gib=volume.size_gib)
+    log.info(
+        "volume_created",
+        pvc=f"{meta['namespace']}/{meta['name']}",
+        volume_id=volume.id,
+        size_gib=volume.size_gib,
+    )
     ctx.events.event(live, "Normal", PROVISIONING, f"creating Cinder volume {volume.id} ({pv_name})")
     return requeue(ctx.poll_delay(hint), "creating")
 
 
-def _advance(
-    ctx: Context,
-    pvc: Obj,
-    *,
-    sc: Obj,
-    params: ClassParams,
-    cinder: Any,
-    volume: Volume,
-    hint: Hint,
-    log_: Any,
-) -> Outcome:
+def _bind(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, volume: Volume) -> Outcome:
     sc_name = sc["metadata"]["name"]
-    if volume.status in WAITING:
-        if ctx.clock() - hint.started > ctx.settings.create_deadline_seconds and not hint.deadline_warned:
-            hint.deadline_warned = True
-            ctx.events.event(
-                pvc,
-                "Warning",
-                PROVISIONING_FAILED,
-                f"Cinder volume {volume.id} still {volume.status} after "
-                f"{ctx.settings.create_deadline_seconds:.0f}s; still waiting",
-            )
-        return requeue(ctx.poll_delay(hint), "waiting")
-    if volume.status == DELETING:
-        return requeue(ctx.poll_delay(hint), "deleting")
-    if volume.status in (ERROR, "error_restoring", "error_extending", "error_deleting"):
-        hint.error_volumes += 1
-        if not ctx.is_leader():
-            return error("not_leader", "lost leadership before delete")
-        cinder.delete_volume(volume.id)
-        hint.volume_id = None
-        attempts = f"{hint.error_volumes}/{ctx.settings.max_error_retries}"
-        msg = f"Cinder volume {volume.id} went to {volume.status}; deleted it (attempt {attempts})"
-        if hint.error_volumes >= ctx.settings.max_error_retries:
-            return _fail(
-                ctx, pvc, sc_name, "volume_error", msg + "; giving up", retry=ctx.settings.final_retry_seconds
-            )
-        ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, msg + "; retrying")
-        return error("volume_error", msg)
-    if volume.status not in EXPORTABLE:
-        return requeue(ctx.poll_delay(hint), volume.status)
-    if not ctx.is_leader():
-        return error("not_leader", "lost leadership before export")
+    uid = pvc["metadata"]["uid"]
+    pv_name = names.pv_name_for(uid)
+    log_ = log.bind(pvc=f"{pvc['metadata']['namespace']}/{pvc['metadata']['name']}", pv=pv_name)
     exported = export_volume(ctx, cinder, volume)
     ctx.checkpoint("after_export")
     source_kind = resolve_content_kind(pvc, volume)
-    pv_name = names.pv_name_for(pvc["metadata"]["uid"])
     try:
         mapped = build_objects(
             connection_info=exported.connection_info,
@@ -255,7 +613,7 @@ def _advance(
     except InvalidInput as e:
         # Unmappable export (unsupported type, malformed data): give the volume back, fail finally.
         cleanup_volume(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
-        hint.volume_id = None
+        ctx.hints.get(uid).volume_id = None
         return _fail(ctx, pvc, sc_name, type(e).__name__, f"cannot use Cinder volume {volume.id}: {e}")
     outcome = _create_objects(
         ctx, pvc, mapped=mapped, volume=volume, cinder=cinder, exported=exported, pv_name=pv_name, log_=log_
@@ -264,7 +622,7 @@ def _advance(
         return outcome
     ctx.checkpoint("after_pv_create")
     drop_intent(ctx, pvc)
-    ctx.hints.drop(pvc["metadata"]["uid"])
+    ctx.hints.drop(uid)
     ctx.metrics.provision_total.labels(storage_class=sc_name, outcome="success", reason="").inc()
     ctx.events.event(
         pvc, "Normal", PROVISIONING_SUCCEEDED, f"provisioned Cinder volume {volume.id} as {pv_name}"

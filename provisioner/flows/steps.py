@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from provisioner.domain.outcome import Outcome, error
 
-O = TypeVar("O")
+Obs = TypeVar("Obs")
 S = TypeVar("S")
 
 #: Steps one reconcile call may take before it hands the key back to the queue.
@@ -22,8 +22,8 @@ MAX_STEPS = 4
 
 
 def drive(
-    observe: Callable[[], O],
-    decide: Callable[[O], S],
+    observe: Callable[[], Obs],
+    decide: Callable[[Obs], S],
     execute: Callable[[S], Outcome | None],
     *,
     max_steps: int = MAX_STEPS,

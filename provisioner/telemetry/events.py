@@ -4,12 +4,15 @@
 and Cinder's request id. But one event per retry floods it (the Go provisioners' known failure), so an
 identical (object, type, reason, message) within ``window`` seconds bumps ``count`` on the existing Event
 instead of creating a new one, and such bumps are written at most every ``min_patch_interval`` seconds.
+Cinder's request id differs on every attempt, so it is taken out of the message (which is what is
+compared) and kept in the Event's ``netvol.io/request-id`` annotation, updated with each bump.
 Writes happen on a background thread: a slow API server never blocks a reconcile.
 """
 
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 import uuid
@@ -26,6 +29,19 @@ from provisioner.domain.errors import KubeError
 log = structlog.get_logger(__name__)
 
 EventType = Literal["Normal", "Warning"]
+
+#: Where a request id goes: an annotation on the Event, never the (deduplicated) message.
+ANN_REQUEST_ID = "netvol.io/request-id"
+_REQUEST_ID = re.compile(r"\s*\(?request[_ -]id[=: ]+(req-[0-9A-Za-z-]+)\)?")
+#: An Event's name is ``<object>.<16 hex>`` and must fit in 253 characters.
+_MAX_OBJECT_NAME = 253 - 17
+
+
+def split_request_id(message: str) -> tuple[str, str | None]:
+    """``message`` without any ``request_id=req-…`` in it, and the (last) request id found."""
+    ids = _REQUEST_ID.findall(message)
+    return _REQUEST_ID.sub("", message).strip(), (ids[-1] if ids else None)
+
 
 # Reasons (one place)
 PROVISIONING = "Provisioning"
@@ -93,6 +109,7 @@ class EventRecorder:
         """Record an event about ``obj`` (a PVC or PV dict as the API serves it)."""
         meta = obj.get("metadata") or {}
         uid = str(meta.get("uid", ""))
+        message, request_id = split_request_id(message)
         message = message[:1024]
         key = (uid, type_, reason, message)
         now = self._clock()
@@ -104,11 +121,13 @@ class EventRecorder:
                 if now - seen.last_sent_at < self._min_patch:
                     return
                 seen.last_sent_at, seen.last_sent_count = now, seen.count
-                patch = {"count": seen.count, "lastTimestamp": _now()}
+                patch: dict[str, Any] = {"count": seen.count, "lastTimestamp": _now()}
+                if request_id:
+                    patch["metadata"] = {"annotations": {ANN_REQUEST_ID: request_id}}
                 self._q.put(("patch", seen.namespace, {"name": seen.name, "patch": patch}))
                 return
             namespace = meta.get("namespace") or "default"
-            name = f"{meta.get('name', 'unknown')}.{uuid.uuid4().hex[:16]}"
+            name = f"{str(meta.get('name', 'unknown'))[:_MAX_OBJECT_NAME]}.{uuid.uuid4().hex[:16]}"
             ts = _now()
             self._seen[key] = _Seen(name, namespace, 1, ts, 1, now, now)
             while len(self._seen) > self._max:
@@ -136,6 +155,8 @@ class EventRecorder:
             "reportingComponent": self._component,
             "reportingInstance": self._instance or self._component,
         }
+        if request_id:
+            body["metadata"]["annotations"] = {ANN_REQUEST_ID: request_id}
         if not meta.get("namespace"):
             body["involvedObject"].pop("namespace")
         self._q.put(("create", namespace, body))

@@ -46,6 +46,7 @@ from provisioner.domain.errors import (
     CinderError,
     CinderNotFound,
     CinderRateLimited,
+    CinderReferenceNotFound,
     CinderUnavailable,
 )
 from provisioner.domain.model import (
@@ -214,8 +215,33 @@ class CinderAdapter:
     # --- volumes -------------------------------------------------------------------------------------
 
     def create_volume(self, request: CreateVolumeRequest) -> Volume:
-        """Create (not retried: the caller looks up by name + cluster tag before creating again)."""
-        resource = self._call(
+        """Create (not retried: the caller looks up by name + cluster tag before creating again).
+
+        A 404 (or an availability-zone 400) names what the request referred to that Cinder lacks:
+        CinderReferenceNotFound says which request field, so the flow can name the user's field.
+        """
+        for what, value in (("snapshot_id", request.snapshot_id), ("source_volid", request.source_volid)):
+            if value is not None:
+                _check_id(what, value, "create_volume")
+        try:
+            resource = self._create_volume(request)
+        except (CinderNotFound, CinderBadRequest) as e:
+            reference = _missing_reference(e, request)
+            if reference is None:
+                raise
+            raise CinderReferenceNotFound(
+                e.message,
+                reference=reference,
+                operation=e.operation,
+                status_code=e.status_code,
+                request_id=e.request_id,
+            ) from e
+        volume = to_volume(resource)
+        log.info("cinder_volume_created", volume_id=volume.id, volume=volume.name, size_gib=volume.size_gib)
+        return volume
+
+    def _create_volume(self, request: CreateVolumeRequest) -> Any:
+        return self._call(
             "create_volume",
             lambda c: c.volumes.create(
                 request.size_gib,
@@ -229,12 +255,10 @@ class CinderAdapter:
             ),
             idempotent=False,
         )
-        volume = to_volume(resource)
-        log.info("cinder_volume_created", volume_id=volume.id, volume=volume.name, size_gib=volume.size_gib)
-        return volume
 
     def get_volume(self, volume_id: VolumeId) -> Volume:
         """The volume; CinderNotFound when it does not exist."""
+        _check_id("volume_id", volume_id, "get_volume")
         return to_volume(self._call("get_volume", lambda c: c.volumes.get(volume_id), idempotent=True))
 
     def find_volume(self, *, name: str, cluster: str) -> Volume | None:
@@ -272,16 +296,19 @@ class CinderAdapter:
 
     def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:
         """Start deletion; a missing volume counts as deleted."""
+        _check_id("volume_id", volume_id, "delete_volume")
         self._call_missing_ok("delete_volume", lambda c: c.volumes.delete(volume_id, cascade=cascade))
 
     def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None:
         """Grow to ``new_size_gib`` (in-use volumes need ``capabilities.inuse_extend``)."""
+        _check_id("volume_id", volume_id, "extend_volume")
         self._call("extend_volume", lambda c: c.volumes.extend(volume_id, new_size_gib), idempotent=False)
 
     # --- v3 attachments --------------------------------------------------------------------------------
 
     def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
         """Create an attachment with our connector: Cinder exports the volume and returns connection info."""
+        _check_id("volume_id", volume_id, "create_attachment")
         self._need_attachments("create_attachment")
         raw = self._call(
             "create_attachment",
@@ -292,11 +319,13 @@ class CinderAdapter:
 
     def complete_attachment(self, attachment_id: AttachmentId) -> None:
         """Mark the attachment complete (volume → in-use)."""
+        _check_id("attachment_id", attachment_id, "complete_attachment")
         self._need_attachments("complete_attachment")
         self._call("complete_attachment", lambda c: c.attachments.complete(attachment_id), idempotent=True)
 
     def delete_attachment(self, attachment_id: AttachmentId) -> None:
         """Remove the attachment (Cinder unexports); a missing one counts as deleted."""
+        _check_id("attachment_id", attachment_id, "delete_attachment")
         self._need_attachments("delete_attachment")
         self._call_missing_ok("delete_attachment", lambda c: c.attachments.delete(attachment_id))
 
@@ -304,10 +333,12 @@ class CinderAdapter:
 
     def reserve(self, volume_id: VolumeId) -> None:
         """os-reserve (available → attaching)."""
+        _check_id("volume_id", volume_id, "reserve")
         self._call("reserve", lambda c: c.volumes.reserve(volume_id), idempotent=False)
 
     def initialize_connection(self, volume_id: VolumeId, connector: Connector) -> ConnectionInfo:
         """os-initialize_connection: export to our connector."""
+        _check_id("volume_id", volume_id, "initialize_connection")
         raw = self._call(
             "initialize_connection",
             lambda c: c.volumes.initialize_connection(volume_id, connector.to_wire()),
@@ -320,6 +351,7 @@ class CinderAdapter:
 
     def terminate_connection(self, volume_id: VolumeId, connector: Connector) -> None:
         """os-terminate_connection (idempotent on every driver we know)."""
+        _check_id("volume_id", volume_id, "terminate_connection")
         self._call(
             "terminate_connection",
             lambda c: c.volumes.terminate_connection(volume_id, connector.to_wire()),
@@ -328,6 +360,7 @@ class CinderAdapter:
 
     def unreserve(self, volume_id: VolumeId) -> None:
         """os-unreserve (attaching → available)."""
+        _check_id("volume_id", volume_id, "unreserve")
         self._call("unreserve", lambda c: c.volumes.unreserve(volume_id), idempotent=True)
 
     # --- snapshots -------------------------------------------------------------------------------------
@@ -349,6 +382,7 @@ class CinderAdapter:
 
     def get_snapshot(self, snapshot_id: SnapshotId) -> Snapshot:
         """The snapshot; CinderNotFound when it does not exist."""
+        _check_id("snapshot_id", snapshot_id, "get_snapshot")
         return to_snapshot(
             self._call("get_snapshot", lambda c: c.volume_snapshots.get(snapshot_id), idempotent=True)
         )
@@ -377,6 +411,7 @@ class CinderAdapter:
 
     def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
         """Start deletion; a missing snapshot counts as deleted."""
+        _check_id("snapshot_id", snapshot_id, "delete_snapshot")
         self._call_missing_ok("delete_snapshot", lambda c: c.volume_snapshots.delete(snapshot_id))
 
 
@@ -403,3 +438,27 @@ def make_cinder(
     return CinderAdapter(
         cloud=cloud, session=session, max_in_flight=max_in_flight, observer=observer, **tuning
     )
+
+
+def _check_id(what: str, value: object, operation: str) -> None:
+    """Refuse an id that could address another resource (``../volumes/x``) before it reaches a URL."""
+    if not names.is_cinder_id(value):
+        raise CinderBadRequest(f"{what} {str(value)[:80]!r} is not a Cinder id", operation=operation)
+
+
+def _missing_reference(err: CinderError, request: CreateVolumeRequest) -> str | None:
+    """Which request field a create's 404 / 400 is about (Cinder says so only in its message)."""
+    text = err.message.lower()
+    if isinstance(err, CinderNotFound):
+        if request.volume_type and "type" in text:
+            return "volume_type"
+        if request.snapshot_id and "snapshot" in text:
+            return "snapshot_id"
+        if request.source_volid and "volume" in text:
+            return "source_volid"
+        if request.volume_type:
+            return "volume_type"
+        return None
+    if request.availability_zone and "availability zone" in text:
+        return "availability_zone"
+    return None

@@ -8,10 +8,11 @@ connection info *flattened* — the driver's ``data`` keys next to ``driver_volu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping
+from typing import Any, ParamSpec, TypeVar
 
-from provisioner.domain.errors import CinderError
+from provisioner.domain.errors import CinderBadResponse, CinderError
 from provisioner.domain.model import (
     Attachment,
     AttachmentId,
@@ -21,6 +22,27 @@ from provisioner.domain.model import (
     Volume,
     VolumeId,
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """A malformed resource (missing key, wrong type) becomes CinderBadResponse, never a raw exception."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except CinderError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise CinderBadResponse(
+                f"unreadable Cinder answer ({fn.__name__}: {type(e).__name__} {e})",
+                operation=str(kwargs.get("operation") or fn.__name__),
+            ) from e
+
+    return wrapper
 
 
 def _fields(resource: Any) -> Mapping[str, Any]:
@@ -38,6 +60,7 @@ def _str_map(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in raw.items()}
 
 
+@_guarded
 def to_volume(resource: Any) -> Volume:
     """A Volume from a cinderclient Volume (or its dict)."""
     f = _fields(resource)
@@ -61,6 +84,7 @@ def to_volume(resource: Any) -> Volume:
     )
 
 
+@_guarded
 def to_snapshot(resource: Any) -> Snapshot:
     """A Snapshot from a cinderclient Snapshot (or its dict)."""
     f = _fields(resource)
@@ -89,6 +113,7 @@ def connection_info_from_attachment(raw: Any, *, operation: str) -> ConnectionIn
     return ConnectionInfo(driver_volume_type=dvt, data=data)
 
 
+@_guarded
 def to_attachment(raw: Any, *, operation: str) -> Attachment:
     """An Attachment from the attachments API (cinderclient 9.10 returns a plain dict from create)."""
     f = _fields(raw)
