@@ -1,0 +1,284 @@
+"""Table tests for the provision flow's pure decisions, and its behaviour over time on fakes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from provisioner.domain import names
+from provisioner.domain.errors import CinderReferenceNotFound, CinderUnavailable
+from provisioner.domain.model import CreateVolumeRequest, Volume, VolumeId
+from provisioner.flows.provision import (
+    Abandon,
+    Bind,
+    ClaimState,
+    Create,
+    Done,
+    Fail,
+    Limits,
+    LookUp,
+    PersistIntent,
+    ReplaceErrorVolume,
+    ResolveDuplicates,
+    Step,
+    VolumeState,
+    Wait,
+    decide,
+    decide_claim,
+    decide_volume,
+    reconcile_claim,
+    reference_error,
+)
+from tests.fakes.ports import make_context
+
+UID = "0e572045-ae5a-491c-83e4-6b55e6dfa8be"
+PV = names.pv_name_for(UID)
+CLAIM = ClaimState(key="ns/data", uid=UID, class_name="fast")
+INTENT = replace(CLAIM, intent=True)
+LIMITS = Limits(max_error_retries=3, create_deadline_seconds=600.0)
+
+
+def vol(status: str = "available") -> Volume:
+    return Volume(id=VolumeId("v1"), name=PV, status=status, size_gib=1)
+
+
+@pytest.mark.parametrize(
+    ("claim", "expected"),
+    [
+        pytest.param(replace(CLAIM, deleting=True, intent=True), Abandon(), id="deleted-with-intent"),
+        pytest.param(replace(CLAIM, deleting=True), Done(), id="deleted-without-intent"),
+        pytest.param(replace(CLAIM, bound_to="pv-x"), Done(release=True), id="bound"),
+        pytest.param(replace(CLAIM, class_name=""), Done(), id="no-class"),
+        pytest.param(replace(CLAIM, ours=False), Done(), id="not-ours"),
+        pytest.param(replace(CLAIM, pv="ours"), Done(release=True), id="pv-exists-ours"),
+        pytest.param(
+            replace(CLAIM, pv="foreign"),
+            Fail(reason="pv_name_conflict", message=f"PV {PV} exists but belongs to another claim"),
+            id="pv-exists-foreign",
+        ),
+        pytest.param(
+            replace(CLAIM, class_found=False),
+            Fail(reason="class_not_found", message="StorageClass 'fast' not found", retry=60.0),
+            id="class-missing",
+        ),
+        pytest.param(
+            replace(CLAIM, bad_class="parameters.fsType: bad"),
+            Fail(reason="invalid_parameters", message="StorageClass fast: parameters.fsType: bad"),
+            id="bad-class",
+        ),
+        pytest.param(
+            replace(CLAIM, bad_claim="spec.accessModes: bad"),
+            Fail(reason="invalid_claim", message="claim: spec.accessModes: bad"),
+            id="bad-claim",
+        ),
+        pytest.param(replace(CLAIM, waits_for_node=True), Done(), id="wait-for-first-consumer"),
+        pytest.param(
+            replace(CLAIM, cloud_wait=3.0), Wait(reason="rate_limited", delay=3.0), id="cloud-closed-429"
+        ),
+        pytest.param(
+            replace(INTENT, poll_wait=1.5), Wait(reason="poll_not_due", delay=1.5), id="poll-not-due"
+        ),
+        pytest.param(replace(CLAIM, poll_wait=1.5), LookUp(), id="poll-timer-without-intent-looks-up"),
+        pytest.param(CLAIM, LookUp(), id="in-order"),
+    ],
+)
+def test_decide_claim(claim: ClaimState, expected: Step) -> None:
+    """Each Kubernetes-side situation gives exactly one step."""
+    assert expected == decide_claim(claim)
+
+
+@pytest.mark.parametrize(
+    ("claim", "volume", "expected"),
+    [
+        pytest.param(CLAIM, VolumeState(duplicates=True), ResolveDuplicates(), id="duplicates"),
+        pytest.param(CLAIM, VolumeState(), Create(), id="no-volume-create"),
+        pytest.param(
+            CLAIM,
+            VolumeState(in_flight_wait=20.0),
+            Wait(reason="previous_create_in_flight", delay=20.0),
+            id="other-replicas-create-may-land",
+        ),
+        pytest.param(CLAIM, VolumeState(volume=vol()), PersistIntent(), id="volume-without-intent"),
+        pytest.param(
+            INTENT, VolumeState(volume=vol("creating")), Wait(reason="waiting", poll=True), id="creating"
+        ),
+        pytest.param(
+            INTENT,
+            VolumeState(volume=vol("creating"), waited=601.0),
+            Wait(
+                reason="waiting",
+                poll=True,
+                warn="Cinder volume v1 still creating after 600s; still waiting",
+            ),
+            id="creating-past-deadline-warns-once",
+        ),
+        pytest.param(
+            INTENT,
+            VolumeState(volume=vol("creating"), waited=601.0, deadline_warned=True),
+            Wait(reason="waiting", poll=True),
+            id="creating-past-deadline-already-warned",
+        ),
+        pytest.param(
+            INTENT, VolumeState(volume=vol("deleting")), Wait(reason="deleting", poll=True), id="deleting"
+        ),
+        pytest.param(
+            INTENT,
+            VolumeState(volume=vol("error")),
+            ReplaceErrorVolume(volume_id="v1", status="error", attempt=1, give_up=False),
+            id="error-first",
+        ),
+        pytest.param(
+            INTENT,
+            VolumeState(volume=vol("error_restoring"), error_volumes=2),
+            ReplaceErrorVolume(volume_id="v1", status="error_restoring", attempt=3, give_up=True),
+            id="error-last-gives-up",
+        ),
+        pytest.param(
+            INTENT,
+            VolumeState(volume=vol("awaiting-transfer")),
+            Wait(reason="awaiting-transfer", poll=True),
+            id="unknown-status-waits",
+        ),
+        pytest.param(INTENT, VolumeState(volume=vol()), Bind(volume=vol()), id="available-bind"),
+        pytest.param(INTENT, VolumeState(volume=vol("in-use")), Bind(volume=vol("in-use")), id="in-use-bind"),
+    ],
+)
+def test_decide_volume(claim: ClaimState, volume: VolumeState, expected: Step) -> None:
+    """Each Cinder-side situation gives exactly one step."""
+    assert expected == decide_volume(claim, volume, LIMITS)
+
+
+def test_decide_uses_the_volume_only_after_lookup() -> None:
+    """A claim that is not in order is decided without looking at Cinder's answer."""
+    assert Done() == decide(replace(CLAIM, ours=False), VolumeState(), LIMITS)
+    assert Create() == decide(CLAIM, VolumeState(), LIMITS)
+    assert LookUp() == decide(CLAIM, None, LIMITS)
+
+
+REQUEST = CreateVolumeRequest(
+    name=PV, size_gib=1, volume_type="fsat", availability_zone="az9", snapshot_id=None, metadata={}
+)
+PVC: dict[str, Any] = {"metadata": {"name": "data", "namespace": "ns", "uid": UID}}
+
+
+@pytest.mark.parametrize(
+    ("reference", "request_", "pvc", "expected"),
+    [
+        pytest.param(
+            "volume_type",
+            REQUEST,
+            PVC,
+            "parameters.type: volume type 'fsat' does not exist in cloud 'main'",
+            id="type",
+        ),
+        pytest.param(
+            "availability_zone",
+            REQUEST,
+            PVC,
+            "parameters.availability: availability zone 'az9' does not exist in cloud 'main'",
+            id="az",
+        ),
+        pytest.param(
+            "snapshot_id",
+            replace(REQUEST, snapshot_id="s1"),
+            {"metadata": {**PVC["metadata"], "annotations": {names.ANN_RESTORE_FROM_SNAPSHOT: "s1"}}},
+            f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]: Cinder snapshot 's1' does not exist "
+            "in cloud 'main'",
+            id="restore-annotation",
+        ),
+        pytest.param(
+            "snapshot_id",
+            replace(REQUEST, snapshot_id="s1"),
+            PVC,
+            "spec.dataSource: Cinder snapshot 's1' does not exist in cloud 'main'",
+            id="volumesnapshot",
+        ),
+        pytest.param(
+            "source_volid",
+            replace(REQUEST, source_volid="v7"),
+            PVC,
+            "spec.dataSource: source volume 'v7' does not exist in cloud 'main'",
+            id="clone",
+        ),
+    ],
+)
+def test_reference_error_names_the_users_field(
+    reference: str, request_: CreateVolumeRequest, pvc: dict[str, Any], expected: str
+) -> None:
+    """A create's 404 becomes an error naming the class or claim field that caused it."""
+    err = CinderReferenceNotFound("not found", reference=reference, operation="create_volume")
+    assert expected == str(reference_error(err, cloud="main", request=request_, pvc=pvc))
+
+
+# ---- executor and behaviour over time (fakes, fake clock) ----------------------------------------------
+
+
+def _claim(world: Any, annotations: dict[str, str] | None = None) -> None:
+    world.kube.put(
+        "storageclasses",
+        {
+            "metadata": {"name": "fast", "resourceVersion": "1"},
+            "provisioner": names.DEFAULT_PROVISIONER_NAME,
+            "parameters": {"type": "fsat"},
+        },
+    )
+    world.kube.put(
+        "persistentvolumeclaims",
+        {
+            "metadata": {"name": "data", "namespace": "ns", "uid": UID, "annotations": annotations or {}},
+            "spec": {
+                "storageClassName": "fast",
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+
+
+def test_unknown_volume_type_is_one_final_error_naming_the_field() -> None:
+    """Cinder 404 for the class's type: final (slow retry), one create, one claim write, one Warning."""
+    world = make_context(final_retry_seconds=300.0)
+    _claim(world)
+    world.cinder.fail(
+        "create_volume",
+        CinderReferenceNotFound("Volume type with name fsat could not be found.", reference="volume_type"),
+    )
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert ("final", 300.0) == (outcome.kind, outcome.delay)
+    assert ["find_volume", "create_volume"] == world.cinder.methods_called()
+    warnings = world.events.distinct("Warning")
+    assert 1 == len(warnings)
+    assert "parameters.type: volume type 'fsat' does not exist in cloud 'default'" == warnings[0].message
+    patches = [c for c in world.kube.calls if c[0] == "patch" and c[1] == "persistentvolumeclaims"]
+    assert 1 == len(patches)
+
+
+@pytest.mark.parametrize("value", ["../volumes/v1", "-x", "a/b", "", "x" * 200])
+def test_bad_restore_annotation_never_reaches_cinder(value: str) -> None:
+    """A restore id that is not a Cinder id: final error naming the annotation, no Cinder call at all."""
+    world = make_context()
+    _claim(world, {names.ANN_RESTORE_FROM_SNAPSHOT: value})
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert "final" == outcome.kind
+    assert [] == world.cinder.methods_called()
+    (warning,) = world.events.distinct("Warning")
+    assert f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]" in warning.message
+
+
+def test_transient_errors_repeat_one_deduplicated_warning() -> None:
+    """A Cinder outage: every attempt is a retryable error, and the user sees one Warning (count rising)."""
+    world = make_context()
+    _claim(world)
+    world.cinder.fail("find_volume", CinderUnavailable("503", operation="find_volume", request_id="req-1"))
+    outcomes = []
+    for i in range(20):
+        world.cinder.fail(
+            "find_volume", CinderUnavailable("503", operation="find_volume", request_id=f"req-{i}")
+        )
+        outcomes.append(reconcile_claim(world.ctx, "ns/data").kind)
+        world.clock.advance(5.0)
+    assert ["error"] * 20 == outcomes
+    assert 1 == len(world.events.distinct("Warning"))
+    assert "create_volume" not in world.cinder.methods_called()
