@@ -11,10 +11,12 @@ names the volume and says why.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import structlog
 
 from provisioner.domain import names
+from provisioner.domain.errors import NotLeader
 from provisioner.domain.model import DELETING, ExportMode, Volume, VolumeId
 from provisioner.flows.claims import EXPORTABLE, WAITING
 from provisioner.flows.context import Context, Obj
@@ -48,29 +50,60 @@ def choose_keeper(volumes: Sequence[Volume]) -> Volume:
     return sorted(volumes, key=lambda v: (rank(v), v.id))[0]
 
 
-def remove_duplicates(
-    ctx: Context, cinder: CinderPort, about: Obj, volumes: Sequence[Volume], keep: VolumeId | None
-) -> bool:
-    """Delete every volume but ``keep``; True when none is left (others may still be settling)."""
-    settled = True
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sweep:
+    """What to do about a claim's volumes other than ``keep``: delete some, wait for others."""
+
+    delete: tuple[Volume, ...] = ()
+    #: still deleting, or busy (creating, extending, …): look again later
+    settling: tuple[VolumeId, ...] = ()
+    keep: VolumeId | None = None
+
+    @property
+    def settled(self) -> bool:
+        return not self.delete and not self.settling
+
+
+def plan_sweep(volumes: Sequence[Volume], keep: VolumeId | None) -> Sweep:
+    """Which of ``volumes`` to delete now and which to wait for (never ``keep``). Pure."""
+    delete: list[Volume] = []
+    settling: list[VolumeId] = []
     for v in volumes:
         if v.id == keep:
             continue
         if v.status == DELETING or v.status in WAITING:
-            settled = False
-            continue
-        if not ctx.is_leader():
-            return False
+            settling.append(v.id)
+        else:
+            delete.append(v)
+    return Sweep(delete=tuple(delete), settling=tuple(settling), keep=keep)
+
+
+def execute_sweep(ctx: Context, cinder: CinderPort, about: Obj, sweep: Sweep) -> None:
+    """Unexport and delete each volume of ``sweep.delete``, each with a Normal event naming it."""
+    for v in sweep.delete:
         mode: ExportMode = "attachment" if v.attachment_ids else "legacy"
         cleanup_volume(ctx, cinder, v.id, None, mode, attachment_ids=v.attachment_ids)
-        settled = False
-        log.warning("duplicate_volume_deleted", volume_id=v.id, kept=keep)
+        log.warning("duplicate_volume_deleted", volume_id=v.id, kept=sweep.keep)
         creator = v.metadata.get(names.META_CREATED_BY, "?")
         ctx.events.event(
             about,
             "Normal",
             DUPLICATE_DELETED,
             f"deleted duplicate Cinder volume {v.id} (created by {creator} during a leader change); "
-            f"kept {keep or 'none'}",
+            f"kept {sweep.keep or 'none'}",
         )
-    return settled
+
+
+def remove_duplicates(
+    ctx: Context, cinder: CinderPort, about: Obj, volumes: Sequence[Volume], keep: VolumeId | None
+) -> bool:
+    """Delete every volume but ``keep``; True when none is left (others may still be settling).
+
+    Without the lease nothing is deleted (the fenced port refuses) and the answer is False: not settled.
+    """
+    sweep = plan_sweep(volumes, keep)
+    try:
+        execute_sweep(ctx, cinder, about, sweep)
+    except NotLeader:
+        return False
+    return sweep.settled
