@@ -9,7 +9,7 @@ import pytest
 
 from provisioner.domain import names
 from provisioner.domain.errors import CinderReferenceNotFound, CinderUnavailable
-from provisioner.domain.model import CreateVolumeRequest, Volume, VolumeId
+from provisioner.domain.model import CreateVolumeRequest, SnapshotId, Volume, VolumeId
 from provisioner.flows.provision import (
     Abandon,
     Bind,
@@ -182,7 +182,7 @@ PVC: dict[str, Any] = {"metadata": {"name": "data", "namespace": "ns", "uid": UI
         ),
         pytest.param(
             "snapshot_id",
-            replace(REQUEST, snapshot_id="s1"),
+            replace(REQUEST, snapshot_id=SnapshotId("s1")),
             {"metadata": {**PVC["metadata"], "annotations": {names.ANN_RESTORE_FROM_SNAPSHOT: "s1"}}},
             f"metadata.annotations[{names.ANN_RESTORE_FROM_SNAPSHOT}]: Cinder snapshot 's1' does not exist "
             "in cloud 'main'",
@@ -190,14 +190,14 @@ PVC: dict[str, Any] = {"metadata": {"name": "data", "namespace": "ns", "uid": UI
         ),
         pytest.param(
             "snapshot_id",
-            replace(REQUEST, snapshot_id="s1"),
+            replace(REQUEST, snapshot_id=SnapshotId("s1")),
             PVC,
             "spec.dataSource: Cinder snapshot 's1' does not exist in cloud 'main'",
             id="volumesnapshot",
         ),
         pytest.param(
             "source_volid",
-            replace(REQUEST, source_volid="v7"),
+            replace(REQUEST, source_volid=VolumeId("v7")),
             PVC,
             "spec.dataSource: source volume 'v7' does not exist in cloud 'main'",
             id="clone",
