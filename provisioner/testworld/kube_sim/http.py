@@ -20,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from provisioner.testworld.kube_sim import listopts, media
 from provisioner.testworld.kube_sim import status as errors
 from provisioner.testworld.kube_sim.faults import Faults, RequestRecord
 from provisioner.testworld.kube_sim.routes import Route, parse_route
@@ -29,7 +30,7 @@ from provisioner.testworld.kube_sim.selectors import (
     parse_label_selector,
 )
 from provisioner.testworld.kube_sim.store import Store
-from provisioner.testworld.kube_sim.watchers import DROP, END, EXPIRE, Watcher
+from provisioner.testworld.kube_sim.watchers import BOOKMARK, DROP, END, EXPIRE, Watcher, bookmark_object
 
 Obj = dict[str, Any]
 _LIVENESS_TICK = 0.5
@@ -148,6 +149,7 @@ class Handler(BaseHTTPRequestHandler):
                 ctx.stopping.wait(latency)
             if fault is not None:
                 raise fault
+            media.check_accept(self.headers.get("Accept"))
             if is_watch:
                 self._watch(url.path, query, lambda: record(200))
                 return
@@ -195,8 +197,10 @@ class Handler(BaseHTTPRequestHandler):
         store, rt, ns, name = self.server.ctx.store, route.rt, route.namespace or "", route.name
         if name is None:
             if method == "GET":
+                listopts.validate_list(query)
                 return 200, self._list(route, query)
             if method == "POST" and (ns or not rt.namespaced):
+                media.check_body_type(self.headers.get("Content-Type"))
                 return 201, store.create(rt, ns, self._json_body(raw), manager=self._manager(query))
             if method == "DELETE":
                 return 200, self._delete_collection(route, query, raw)
@@ -204,12 +208,13 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET":
             return 200, store.get(rt, ns, name)
         if method == "PUT":
+            media.check_body_type(self.headers.get("Content-Type"))
             body = self._json_body(raw)
             return 200, store.update(
                 rt, ns, name, body, subresource=route.subresource, manager=self._manager(query)
             )
         if method == "PATCH":
-            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+            ctype = media.check_patch_type(self.headers.get("Content-Type"), builtin=rt.builtin)
             return 200, store.patch(
                 rt,
                 ns,
@@ -229,6 +234,8 @@ class Handler(BaseHTTPRequestHandler):
         raise errors.method_not_allowed(method)
 
     def _delete_options(self, query: dict[str, str], raw: bytes) -> Obj:
+        if raw:
+            media.check_body_type(self.headers.get("Content-Type"))
         options = self._json_body(raw) or {}
         if not isinstance(options, dict):
             raise errors.bad_request("DeleteOptions must be an object")
@@ -285,7 +292,7 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(route, Route) or route.name is not None:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         predicate = self._predicate(route, query)
-        bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True")
+        opts = listopts.parse_watch(query)
         try:
             timeout = float(query.get("timeoutSeconds") or 0) or ctx.watch_timeout
         except ValueError as e:
@@ -297,7 +304,13 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         try:
             w = ctx.store.watch(
-                route.rt, route.namespace, predicate, query.get("resourceVersion"), allow_bookmarks=bookmarks
+                route.rt,
+                route.namespace,
+                predicate,
+                opts.resource_version,
+                allow_bookmarks=opts.allow_bookmarks,
+                send_initial_events=opts.send_initial_events,
+                initial_events_end=opts.initial_events_end_bookmark,
             )
         except errors.ApiError as e:  # like the watch cache: 200, then one ERROR event
             self._chunk(_dumps({"type": "ERROR", "object": e.status_body()}) + b"\n")
@@ -348,12 +361,8 @@ class Handler(BaseHTTPRequestHandler):
             if w.allow_bookmarks and time.monotonic() >= next_bookmark:
                 rv = ctx.store.bookmark_rv(w)
                 if rv is not None:
-                    bookmark = {
-                        "kind": route.rt.kind,
-                        "apiVersion": route.rt.api_version,
-                        "metadata": {"resourceVersion": str(rv)},
-                    }
-                    lines.append(_dumps({"type": "BOOKMARK", "object": bookmark}))
+                    bookmark = bookmark_object(route.rt.kind, route.rt.api_version, rv)
+                    lines.append(_dumps({"type": BOOKMARK, "object": bookmark}))
                     next_bookmark = time.monotonic() + interval
             if lines:
                 self._chunk(b"\n".join(lines) + b"\n")

@@ -119,7 +119,7 @@ def apply_patch(rt: ResourceType, old: Obj, content_type: str, body: Any) -> Obj
     elif content_type == patches.JSON_PATCH:
         patched = patches.json_patch(base, body)
     else:
-        raise errors.unsupported_media_type(content_type)
+        raise errors.unsupported_media_type(patches.patch_types(rt.builtin))
     if not isinstance(patched, dict) or not isinstance(patched.get("metadata", {}), dict):
         raise errors.ApiError(422, "Invalid", "patched object is not a valid object")
     return patched

@@ -18,6 +18,12 @@ STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 
+
+def patch_types(builtin: bool) -> tuple[str, ...]:
+    """The patch types a resource accepts, in the server's order (server-side apply is not simulated)."""
+    return (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH) if builtin else (JSON_PATCH, MERGE_PATCH)
+
+
 #: Lists merged as a set of primitives under strategic merge (``patchStrategy: merge`` on a scalar list).
 _PRIMITIVE_MERGE_LISTS = frozenset({"finalizers"})
 #: Lists of objects merged by a key field under strategic merge (``patchMergeKey``).

@@ -6,6 +6,7 @@ simulator produces goes through :class:`ApiError`, whose body matches what kube-
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from provisioner.testworld.kube_sim.resources import ResourceType
@@ -109,13 +110,20 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, "BadRequest", message)
 
 
-def unsupported_media_type(content_type: str) -> ApiError:
-    """415 for patch types a resource does not accept."""
+def unsupported_media_type(accepted: Sequence[str]) -> ApiError:
+    """415 as apimachinery's ``negotiation.NewUnsupportedMediaTypeError(accepted)`` reports it."""
     return ApiError(
         415,
         "UnsupportedMediaType",
-        f"the body of the request was in an unknown format ({content_type}) - accepted media types include: "
-        "application/json-patch+json, application/merge-patch+json",
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(accepted),
+    )
+
+
+def not_acceptable(accepted: Sequence[str]) -> ApiError:
+    """406 as ``negotiation.NewNotAcceptableError(accepted)`` reports it."""
+    return ApiError(
+        406, "NotAcceptable", "only the following media types are accepted: " + ", ".join(accepted)
     )
 
 

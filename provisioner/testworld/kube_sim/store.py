@@ -32,7 +32,15 @@ from provisioner.testworld.kube_sim.objects import (
 )
 from provisioner.testworld.kube_sim.resources import BY_KEY, RESOURCES, ResourceType
 from provisioner.testworld.kube_sim.validation import apply_defaults, validate_name, validate_object
-from provisioner.testworld.kube_sim.watchers import ADDED, DELETED, MODIFIED, Change, Watcher
+from provisioner.testworld.kube_sim.watchers import (
+    ADDED,
+    BOOKMARK,
+    DELETED,
+    MODIFIED,
+    Change,
+    Watcher,
+    bookmark_object,
+)
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace or "", name)
@@ -153,26 +161,47 @@ class Store:
         resource_version: str | None,
         *,
         allow_bookmarks: bool = False,
+        send_initial_events: bool | None = None,
+        initial_events_end: bool = False,
     ) -> Watcher:
-        """Register a watch; RV unset/"0" replays current objects as ADDED, an expired RV raises 410."""
+        """Register a watch and queue what it starts with.
+
+        Legacy (``send_initial_events`` None): RV unset/"0" replays current objects as ADDED, another RV
+        replays the changes after it (expired → 410). ``send_initial_events=True`` (resourceVersionMatch
+        NotOlderThan): the current state — never older than any RV handed out, so an old RV is no 410 —
+        as ADDED in key order, then (``initial_events_end``) the BOOKMARK annotated
+        ``k8s.io/initial-events-end`` carrying the RV that state reflects. ``False``: no state; RV
+        unset/"0" starts at the most recent change, another RV replays as in the legacy case.
+        """
         w = Watcher(
             resource=rt.key, namespace=namespace, predicate=predicate, allow_bookmarks=allow_bookmarks
         )
+        latest = resource_version in (None, "", "0")
         with self.lock:
-            if resource_version in (None, "", "0"):
+            if send_initial_events:
+                if not latest:
+                    self._parse_rv(resource_version or "")
+                table = self._objects[rt.key]
+                for key in sorted(table):
+                    w.initial(table[key])
+                if initial_events_end:
+                    w.queue.put((BOOKMARK, bookmark_object(rt.kind, rt.api_version, self._rv, end=True)))
+            elif latest and send_initial_events is None:
                 for obj in self._objects[rt.key].values():
                     w.initial(obj)
-            else:
-                since = self._parse_rv(resource_version)
-                if since < self._compacted_rv:
-                    raise errors.too_old(since, self._compacted_rv + 1)
-                if self._history:
-                    skip = max(0, since + 1 - self._history[0].rv)
-                    for change in islice(self._history, skip, None):
-                        if change.resource == rt.key:
-                            w.offer(change)
+            elif not latest:
+                self._replay(w, rt, self._parse_rv(resource_version or ""))
             self._watchers[rt.key].add(w)
         return w
+
+    def _replay(self, w: Watcher, rt: ResourceType, since: int) -> None:
+        if since < self._compacted_rv:
+            raise errors.too_old(since, self._compacted_rv + 1)
+        if self._history:
+            skip = max(0, since + 1 - self._history[0].rv)
+            for change in islice(self._history, skip, None):
+                if change.resource == rt.key:
+                    w.offer(change)
 
     def unwatch(self, w: Watcher) -> None:
         """Forget a finished watch."""

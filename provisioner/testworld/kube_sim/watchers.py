@@ -18,11 +18,23 @@ Obj = dict[str, Any]
 ADDED = "ADDED"
 MODIFIED = "MODIFIED"
 DELETED = "DELETED"
+BOOKMARK = "BOOKMARK"
+
+#: The annotation that marks the bookmark ending a streaming list's initial events (KEP-3157).
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
 
 #: Control items a watch queue can carry besides events.
 END = "__END__"  # finish the stream cleanly (server shutdown, timeout)
 EXPIRE = "__EXPIRE__"  # send ERROR 410 then finish (history compacted under the client)
 DROP = "__DROP__"  # cut the connection without finishing the chunked body
+
+
+def bookmark_object(kind: str, api_version: str, rv: int, *, end: bool = False) -> Obj:
+    """A BOOKMARK's object: only kind, apiVersion and the RV (plus the initial-events-end annotation)."""
+    meta: Obj = {"resourceVersion": str(rv)}
+    if end:
+        meta["annotations"] = {INITIAL_EVENTS_END: "true"}
+    return {"kind": kind, "apiVersion": api_version, "metadata": meta}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
