@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,10 @@ from provisioner.testworld.kube_sim.watchers import Change
 
 Obj = dict[str, Any]
 _log = logging.getLogger(__name__)
+
+#: Queue markers: "resync now" (from resync()) and "nothing arrived before the resync was due".
+_RESYNC = Change(rv=0, resource="", type="RESYNC", old=None, new={})
+_TICK = Change(rv=0, resource="", type="TICK", old=None, new={})
 
 #: Switchable behaviours (``KubeSimulator(controllers=...)``).
 CONTROLLER_NAMES = frozenset({"pv-binder", "protection", "gc", "snapshot"})
@@ -89,9 +94,16 @@ class ClusterControllers:
     """Runs the enabled controllers on one background thread fed by the store's change listener."""
 
     def __init__(
-        self, store: Store, *, enabled: frozenset[str], snapshotter: Snapshotter | None = None
+        self,
+        store: Store,
+        *,
+        enabled: frozenset[str],
+        snapshotter: Snapshotter | None = None,
+        resync_interval: float | None = None,
     ) -> None:
         self.enabled = enabled
+        self._resync_interval = resync_interval if resync_interval and resync_interval > 0 else None
+        self._pv: PVController | None = None
         self.errors: list[str] = []
         self._store = store
         self._queue: queue.SimpleQueue[Change | None] = queue.SimpleQueue()
@@ -100,9 +112,8 @@ class ClusterControllers:
         self._thread: threading.Thread | None = None
         self._handlers: list[Any] = []
         if "pv-binder" in enabled or "protection" in enabled:
-            self._handlers.append(
-                PVController(store, binder="pv-binder" in enabled, protection="protection" in enabled).handle
-            )
+            self._pv = PVController(store, binder="pv-binder" in enabled, protection="protection" in enabled)
+            self._handlers.append(self._pv.handle)
         if "gc" in enabled:
             self._handlers.append(GarbageCollector(store).handle)
             store.gc_finalizers = True
@@ -137,10 +148,24 @@ class ClusterControllers:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def _run(self) -> None:
+        interval = self._resync_interval if self._pv is not None else None
+        next_resync = time.monotonic() + interval if interval else None
         while True:
-            change = self._queue.get()
+            timeout = None if next_resync is None else max(0.0, next_resync - time.monotonic())
+            try:
+                change = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                change = _TICK
             if change is None:
                 return
+            if next_resync is not None and time.monotonic() >= next_resync:
+                self._resync()
+                next_resync = time.monotonic() + (interval or 0.0)
+            if change is _TICK:
+                continue
+            if change is _RESYNC:  # asked for by resync(), already counted as pending
+                self._resync(counted=True)
+                continue
             try:
                 for handler in self._handlers:
                     handler(change)
@@ -148,7 +173,30 @@ class ClusterControllers:
                 _log.exception("simulator controller failed on %s %s", change.type, change.resource)
                 self.errors.append(f"{change.type} {change.resource}: {e!r}")
             finally:
-                with self._idle:
-                    self._pending -= 1
-                    if self._pending == 0:
-                        self._idle.notify_all()
+                self._done()
+
+    def resync(self) -> None:
+        """Run the PV controller's resync now, on the controller thread (wait_idle() waits for it)."""
+        if self._pv is not None:
+            self._enqueue(_RESYNC)
+
+    def _resync(self, *, counted: bool = False) -> None:
+        """Periodic resync (``--pvclaimbinder-sync-period``); counted as pending so wait_idle covers it."""
+        if self._pv is None:
+            return
+        if not counted:
+            with self._idle:
+                self._pending += 1
+        try:
+            self._pv.resync()
+        except Exception as e:
+            _log.exception("simulator PV controller resync failed")
+            self.errors.append(f"resync: {e!r}")
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._idle:
+            self._pending -= 1
+            if self._pending == 0:
+                self._idle.notify_all()

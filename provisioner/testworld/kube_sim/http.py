@@ -298,10 +298,9 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError as e:
             raise errors.bad_request("timeoutSeconds must be a number") from e
         on_start()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
+        # Register before answering, as the real server does: once a client sees 200 it sees every later
+        # change (a watch "from the most recent state" must not miss one made right after the headers).
+        failure: errors.ApiError | None = None
         try:
             w = ctx.store.watch(
                 route.rt,
@@ -313,15 +312,22 @@ class Handler(BaseHTTPRequestHandler):
                 initial_events_end=opts.initial_events_end_bookmark,
             )
         except errors.ApiError as e:  # like the watch cache: 200, then one ERROR event
-            self._chunk(_dumps({"type": "ERROR", "object": e.status_body()}) + b"\n")
-            self._chunk(b"")
-            return
+            failure = e
         try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if failure is not None:
+                self._chunk(_dumps({"type": "ERROR", "object": failure.status_body()}) + b"\n")
+                self._chunk(b"")
+                return
             self._stream(w, route, time.monotonic() + timeout)
         except OSError:
             self.close_connection = True
         finally:
-            ctx.store.unwatch(w)
+            if failure is None:
+                ctx.store.unwatch(w)
 
     def _stream(self, w: Watcher, route: Route, deadline: float) -> None:
         ctx = self.server.ctx

@@ -12,6 +12,7 @@ import secrets
 from typing import Any
 
 from provisioner.testworld.kube_sim.objects import now_rfc3339
+from provisioner.testworld.kube_sim.recorder import EventRecorder
 from provisioner.testworld.kube_sim.resources import by_plural
 from provisioner.testworld.kube_sim.status import ApiError
 from provisioner.testworld.kube_sim.store import Store
@@ -95,6 +96,7 @@ class PVController:
         self._protection = protection
         self._claim_pvs: dict[tuple[str, str], set[str]] = {}
         self._announced: dict[str, set[str]] = {}  # pvc uid -> reasons of events already recorded
+        self._recorder = EventRecorder(store, COMPONENT)  # for events repeated on every sync
 
     # --- change feed -------------------------------------------------------------------------------------
 
@@ -111,6 +113,7 @@ class PVController:
             key = (meta["namespace"], meta["name"])
             if change.type == DELETED:
                 self._announced.pop(meta["uid"], None)
+                self._recorder.forget(meta["uid"])
                 for pv_name in list(self._claim_pvs.get(key, ())):
                     self._sync_pv(pv_name)
             else:
@@ -175,9 +178,33 @@ class PVController:
                 return
         self._handshake(pvc)
 
+    def resync(self) -> None:
+        """The periodic resync, as far as it shows: unbound claims naming a missing class warn again."""
+        if not self._binder:
+            return
+        for pvc in self._store.objects(PVC):
+            class_name = claim_class(pvc)
+            if (
+                class_name
+                and not pvc["spec"].get("volumeName")
+                and not pvc["metadata"].get("deletionTimestamp")
+                and self._store.find(SC, "", class_name) is None
+            ):
+                self._sync_pvc(pvc["metadata"]["namespace"], pvc["metadata"]["name"])
+
     def _handshake(self, pvc: Obj) -> None:
         class_name = claim_class(pvc)
         sc = self._store.find(SC, "", class_name) if class_name else None
+        if sc is None and class_name:
+            # provisionClaim -> findProvisionablePlugin: the class lister's NotFound, on every sync
+            self._recorder.record(
+                pvc,
+                "PersistentVolumeClaim",
+                "ProvisioningFailed",
+                f'storageclass.storage.k8s.io "{class_name}" not found',
+                event_type="Warning",
+            )
+            return
         if sc is None or not sc.get("provisioner") or sc["provisioner"] == NO_PROVISIONER:
             return
         annotations = pvc["metadata"].get("annotations") or {}

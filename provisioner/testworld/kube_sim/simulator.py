@@ -54,12 +54,16 @@ class KubeSimulator:
         watch_timeout: float = 1800.0,
         controllers: bool | Iterable[str] = True,
         snapshotter: Snapshotter | None = None,
+        pv_resync_interval: float | None = 15.0,
     ) -> None:
         self.store = Store(history_limit=history_limit)
         self.faults = Faults(self.store)
         self.store.admission.append(admit_defaults(self.store))
         self.controllers = ClusterControllers(
-            self.store, enabled=resolve_enabled(controllers), snapshotter=snapshotter
+            self.store,
+            enabled=resolve_enabled(controllers),
+            snapshotter=snapshotter,
+            resync_interval=pv_resync_interval,
         )
         self._ctx = ApiContext(
             store=self.store,
@@ -192,6 +196,10 @@ class KubeSimulator:
     def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until the controllers have handled every change so far."""
         return self.controllers.wait_idle(timeout)
+
+    def resync(self) -> None:
+        """Run the PV controller's periodic resync now instead of waiting ``pv_resync_interval``."""
+        self.controllers.resync()
 
     @property
     def controller_errors(self) -> builtins.list[str]:
