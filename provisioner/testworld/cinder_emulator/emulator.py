@@ -73,7 +73,7 @@ class CinderEmulator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         major, _, minor = max_version.partition(".")
-        self.faults = Faults()
+        self.faults = Faults(clock=clock)
         self.project_id = secrets.token_hex(16)
         self.project_name = "kubernetes"
         self.username = "provisioner"

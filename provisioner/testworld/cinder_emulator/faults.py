@@ -6,13 +6,16 @@ adapter's operation names (``create_volume``, ``get_volume``, ``list_volumes``, 
 ``extend_volume``, ``reserve``, ``unreserve``, ``initialize_connection``, ``terminate_connection``,
 ``create_attachment``, ``complete_attachment``, ``delete_attachment``, ``get_attachment``,
 ``create_snapshot``, ``get_snapshot``, ``list_snapshots``, ``delete_snapshot``, ``versions``, ``auth``),
-or ``*`` for any operation.
+or ``*`` for any operation. :meth:`Faults.fail_for` is a storm: every matching call fails until a deadline
+(an outage), where :meth:`Faults.fail_next` fails a counted number of calls.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,8 +47,10 @@ class _CreateRule:
 class Faults:
     """Thread-safe fault plan. All methods may be called while the emulator serves requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
+        self._storms: dict[str, tuple[float, InjectedFailure]] = {}  # operation → (until, failure)
         self._failures: dict[str, list[_Pending]] = {}
         self._create_rules: list[_CreateRule] = []
         self._latency: dict[str, float] = {}
@@ -66,6 +71,28 @@ class Faults:
         with self._lock:
             self._failures.setdefault(operation, []).append(_Pending(failure, count))
 
+    def fail_for(
+        self,
+        operation: str,
+        *,
+        seconds: float,
+        status: int = 503,
+        retry_after: float | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Every call of ``operation`` (or ``*``) answers ``status`` for the next ``seconds`` (an outage)."""
+        failure = InjectedFailure(
+            status=status, retry_after=retry_after, message=message or f"injected {status} for {operation}"
+        )
+        with self._lock:
+            self._storms[operation] = (self._clock() + seconds, failure)
+
+    def storming(self) -> bool:
+        """True while a :meth:`fail_for` outage is in force."""
+        with self._lock:
+            now = self._clock()
+            return any(until > now for until, _ in self._storms.values())
+
     def error_on_create(self, *, count: int | None = 1, name_pattern: str | None = None) -> None:
         """Matching creates go to ``error`` instead of ``available`` (count None = all matching)."""
         with self._lock:
@@ -84,6 +111,7 @@ class Faults:
     def clear(self) -> None:
         """Forget every injected fault."""
         with self._lock:
+            self._storms.clear()
             self._failures.clear()
             self._create_rules.clear()
             self._latency.clear()
@@ -91,8 +119,13 @@ class Faults:
     # --- consumed by the server --------------------------------------------------------------------
 
     def take_failure(self, operation: str) -> InjectedFailure | None:
-        """The failure to answer this call with, if one is pending (consumes it)."""
+        """The failure to answer this call with: an outage in force, else a pending one (consumes it)."""
         with self._lock:
+            now = self._clock()
+            for key in (operation, "*"):
+                storm = self._storms.get(key)
+                if storm is not None and storm[0] > now:
+                    return storm[1]
             for key in (operation, "*"):
                 queue = self._failures.get(key)
                 if queue:

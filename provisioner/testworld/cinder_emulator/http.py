@@ -41,6 +41,8 @@ class CallRecord:
     status: int
     request_id: str
     at: float = field(default_factory=time.monotonic)  # when the answer was recorded (for timing tests)
+    body: Any = None  # the parsed JSON request body (None when there was none or it did not parse)
+    result_id: str | None = None  # id of the object a successful answer describes (a create's new id)
 
 
 @dataclass(slots=True)
@@ -113,6 +115,15 @@ def _parse_version(text: str, server: Server) -> tuple[int, int]:
     return version
 
 
+def _result_id(out: Any) -> str | None:
+    """The ``id`` of a one-object answer like ``{"volume": {"id": …}}`` (lists and tokens have none)."""
+    if isinstance(out, dict) and len(out) == 1:
+        (inner,) = out.values()
+        if isinstance(inner, dict) and isinstance(inner.get("id"), str):
+            return str(inner["id"])
+    return None
+
+
 class Handler(BaseHTTPRequestHandler):
     """One request; routes to Keystone or Block Storage."""
 
@@ -168,6 +179,8 @@ class Handler(BaseHTTPRequestHandler):
         query = dict(parse_qsl(parts.query))
         operation, version_text = "unknown", "3.0"
         status = 500
+        body: Any = None
+        out: Any = None
         with emu.lock:
             emu.in_flight += 1
             emu.max_in_flight_seen = max(emu.max_in_flight_seen, emu.in_flight)
@@ -214,6 +227,8 @@ class Handler(BaseHTTPRequestHandler):
                 microversion=version_text,
                 status=status,
                 request_id=request_id,
+                body=body,
+                result_id=_result_id(out) if status < 300 else None,
             )
         )
         self._send(status, out, headers)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from provisioner.testworld.kube_sim.status import ApiError, injected
 from provisioner.testworld.kube_sim.store import Store
@@ -26,6 +27,7 @@ class RequestRecord:
     query: str
     status: int
     watch: bool = False
+    at: float = field(default_factory=time.monotonic, compare=False)  # when logged (for rates)
 
 
 @dataclass(kw_only=True)
