@@ -12,17 +12,29 @@ slow volumes). Killed replicas are replaced, as a Deployment would. At the end i
 - ``lost``: Bound claims whose PV's Cinder volume did not exist,
 - ``silent``: claims neither Bound nor explaining why with a Warning event at the check.
 
-The last line printed is the JSON summary; the exit code is 0 only if all four are 0.
+Alongside the healthy load run persistent faults a controller must contain, not fix: claims on a class
+whose ``type`` Cinder does not have (404), a claim whose restore annotation is a path (``../volumes/<id>``),
+both present for the whole run, and a 503 storm (every Cinder call, ``--storm-seconds``, shortened for short
+runs). They must never be Bound nor get a volume (``bad_claims_bound``, ``bad_claim_volumes``) and their
+cost is bounded: Cinder calls and claim writes in their first minute, Event objects
+(``chaos_metrics.Bounds``; ``--bound-*`` flags). The counters come from what the Kubernetes simulator and
+the Cinder emulator logged, not from the controller (``chaos_metrics``), as do ``worker_deaths`` (worker
+threads that ended while their replica ran on).
+
+The last line printed is the JSON summary; the exit code is 0 only if every defect count is 0 and
+``bounds_ok`` is true.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +47,7 @@ from provisioner.runtime.replica import Replica
 from provisioner.telemetry import logs
 from provisioner.testworld import objects
 from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
+from provisioner.testworld.harness import chaos_metrics as cm
 from provisioner.testworld.kube_sim import KubeSimulator
 from provisioner.testworld.objects import emulator_cloud
 
@@ -54,6 +67,8 @@ FAULT_OPS = (
     "complete_attachment",
     "delete_attachment",
 )
+BAD_TYPE = "no-such-type"  # not a volume type of the emulator: every create answers 404
+SECONDS_PER_CYCLE = 0.8  # what a cycle costs today (300 cycles ≈ 4 min): sizes the storm for short runs
 
 
 class Harness:
@@ -81,6 +96,13 @@ class Harness:
         self.counter = 0
         self.stats = {"kills": 0, "crash_points": 0, "terms": 0, "cuts": 0, "faults": 0}
         self.lock = threading.Lock()
+        self.deaths = cm.WorkerDeaths()
+
+    def sample_workers(self) -> None:
+        """Count worker threads that ended while their replica is still running."""
+        for r in self.alive():
+            # Controller keeps its pool private; reading it (never changing it) keeps runtime untouched.
+            self.deaths.sample(list(r.controller._threads), stopping=functools.partial(_stopping, r))
 
     def spawn(self) -> Replica:
         self.counter += 1
@@ -159,15 +181,61 @@ class Harness:
                 r.crash()
 
 
-def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float = 90.0) -> dict[str, Any]:
+def _stopping(r: Replica) -> bool:
+    """The replica is shutting down, or one of its workers hit an armed crash point (it is about to)."""
+    return r.finished.is_set() or r.controller.crashed.is_set()
+
+
+def storm_length(storm_seconds: float, cycles: int, fraction: float = 0.25) -> float:
+    """The storm lasts ``storm_seconds``, but at most ``fraction`` of what the run is expected to take."""
+    return max(0.0, min(storm_seconds, fraction * cycles * SECONDS_PER_CYCLE))
+
+
+def _bad_claims(kube: KubeAdapter, bad_type_claims: int) -> list[cm.Claim]:
+    """Create the claims that can never succeed; they stay for the whole run."""
+    kube.create("storageclasses", objects.storage_class("chaos-badtype", {"type": BAD_TYPE}))
+    specs: list[tuple[str, str, dict[str, str], cm.ClaimKind, frozenset[str]]] = [
+        (f"bad-type-{i}", "chaos-badtype", {}, "bad_type", frozenset()) for i in range(bad_type_claims)
+    ]
+    target = str(uuid.uuid4())  # no such volume: calls naming it can only come from this claim
+    ann = {names.ANN_RESTORE_FROM_SNAPSHOT: f"../volumes/{target}"}
+    specs.append(("bad-restore-0", "chaos-rbd", ann, "bad_restore", frozenset({target})))
+    out = []
+    for name, sc, extra, kind, ids in specs:
+        at = time.monotonic()
+        made = kube.create(
+            "persistentvolumeclaims", objects.claim(name, sc, annotations=extra), namespace="default"
+        )
+        uid = made["metadata"]["uid"]
+        out.append(cm.Claim(namespace="default", name=name, uid=uid, created_at=at, kind=kind, ids=ids))
+    return out
+
+
+def run(
+    cycles: int,
+    seed: int,
+    concurrency: int,
+    out: Any,
+    stall_seconds: float = 90.0,
+    *,
+    storm_seconds: float = 60.0,
+    bad_type_claims: int = 3,
+    bounds: cm.Bounds | None = None,
+) -> dict[str, Any]:
     """Run the harness and return the summary."""
+    bounds = bounds or cm.Bounds()
     rng = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
     started = time.monotonic()
+    storm = storm_length(storm_seconds, cycles)
+    storm_at = cycles // 3  # start the storm once a third of the claims exist: mid-run, whatever the speed
+    stormed = storm <= 0
     with KubeSimulator() as sim, CinderEmulator(create_seconds=0.05, delete_seconds=0.05) as emu:
         h = Harness(sim, emu, rng, out)
         kube = KubeAdapter(sim.configuration(), qps=1000, burst=1000)
         for name, vtype in (("chaos-rbd", "rbd"), ("chaos-iscsi", "iscsi")):
             kube.create("storageclasses", objects.storage_class(name, {"type": vtype}))
+        claims = _bad_claims(kube, bad_type_claims)
+        bad_uids = {c.uid for c in claims}
         h.keep_two()
         created = deleted = 0
         active: dict[str, float] = {}  # claim name → creation time
@@ -177,7 +245,11 @@ def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float
         progress_at, progress = time.monotonic(), (0, 0)
         stalled = 0
         while deleted < cycles:
-            if (created, deleted) != progress:
+            if not stormed and created >= storm_at:
+                emu.faults.fail_for("*", seconds=storm, status=503, message="chaos: Cinder is down")
+                stormed = True
+                print(f"  503 storm for {storm:g} s", file=out, flush=True)
+            if (created, deleted) != progress or emu.faults.storming():  # no progress is expected in a storm
                 progress_at, progress = time.monotonic(), (created, deleted)
             elif time.monotonic() - progress_at > stall_seconds:
                 stalled = len(active)
@@ -185,10 +257,15 @@ def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float
                 break
             h.chaos_tick()
             h.keep_two()
+            h.sample_workers()
             if created < cycles and len(active) < concurrency:
                 name = f"claim-{created:05d}"
                 sc = rng.choice(["chaos-rbd", "chaos-iscsi"])
-                kube.create("persistentvolumeclaims", objects.claim(name, sc), namespace="default")
+                at = time.monotonic()
+                made = kube.create("persistentvolumeclaims", objects.claim(name, sc), namespace="default")
+                claims.append(
+                    cm.Claim(namespace="default", name=name, uid=made["metadata"]["uid"], created_at=at)
+                )
                 active[name] = time.monotonic()
                 created += 1
             pvcs = {p["metadata"]["name"]: p for p in sim.list("persistentvolumeclaims", "default")}
@@ -224,11 +301,12 @@ def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float
         emu.faults.clear()
         silent = _silent(sim, kube)
         deadline = time.monotonic() + 60
-        leaked_list = _our_volumes(emu)
+        leaked_list = _our_volumes(emu, excluding=bad_uids)
         while leaked_list and time.monotonic() < deadline:
             h.keep_two()
+            h.sample_workers()
             time.sleep(0.2)
-            leaked_list = _our_volumes(emu)
+            leaked_list = _our_volumes(emu, excluding=bad_uids)
         leaked = len(leaked_list)
         for v in leaked_list:  # say what leaked, for the human reading the log
             md = v.get("metadata") or {}
@@ -238,6 +316,17 @@ def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float
                 f"attachments={len(v.get('attachments') or [])}",
                 file=out,
             )
+        h.sample_workers()
+        bad_claims = [c for c in claims if c.kind != "healthy"]
+        bad_bound = _bound(sim, bad_claims)
+        calls = emu.calls()
+        bad_volumes = cm.volumes_created(calls, bad_claims) | {
+            v["id"]
+            for v in _our_volumes(emu)
+            if (v.get("metadata") or {}).get(names.META_PVC_UID) in bad_uids
+        }
+        seen, unattributed = cm.collect(claims, calls, sim.requests, sim.list("events"))
+        behaviour = cm.summarize(claims, seen, unattributed, bounds)
         for r in h.alive():
             r.terminate()
         kube.close()
@@ -252,6 +341,12 @@ def run(cycles: int, seed: int, concurrency: int, out: Any, stall_seconds: float
         "seconds": round(time.monotonic() - started, 1),
         **h.stats,
         "replicas_started": h.counter,
+        "storm_seconds": round(storm, 1),
+        "bad_claims_bound": bad_bound,
+        "bad_claim_volumes": len(bad_volumes),
+        "worker_deaths": h.deaths.count,
+        "cinder_calls": len(calls),
+        **behaviour,
     }
 
 
@@ -286,8 +381,26 @@ def _dump_stall(sim: KubeSimulator, emu: CinderEmulator, active: dict[str, float
         )
 
 
-def _our_volumes(emu: CinderEmulator) -> list[dict[str, Any]]:
-    return [v for v in emu.volumes() if (v.get("metadata") or {}).get(names.META_CLUSTER) == "chaos"]
+def _our_volumes(
+    emu: CinderEmulator, *, excluding: set[str] | frozenset[str] = frozenset()
+) -> list[dict[str, Any]]:
+    """This cluster's volumes, without those of the claims in ``excluding`` (uids)."""
+    return [
+        v
+        for v in emu.volumes()
+        if (v.get("metadata") or {}).get(names.META_CLUSTER) == "chaos"
+        and (v.get("metadata") or {}).get(names.META_PVC_UID) not in excluding
+    ]
+
+
+def _bound(sim: KubeSimulator, claims: Sequence[cm.Claim]) -> int:
+    """How many of ``claims`` are Bound (or gone: nobody deletes them, so gone means something did)."""
+    count = 0
+    for c in claims:
+        pvc = sim.get("persistentvolumeclaims", c.namespace, c.name)
+        if pvc is None or (pvc.get("status") or {}).get("phase") == "Bound" or pvc["spec"].get("volumeName"):
+            count += 1
+    return count
 
 
 def _check_bound(sim: KubeSimulator, emu: CinderEmulator, pvc: dict[str, Any]) -> tuple[int, int]:
@@ -324,12 +437,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument(
+        "--storm-seconds",
+        type=float,
+        default=60.0,
+        help="503 storm length (shortened to a quarter of the expected run; 0 = no storm)",
+    )
+    parser.add_argument(
+        "--bad-type-claims", type=int, default=3, help="claims on a class with an unknown type"
+    )
+    d = cm.Bounds()
+    parser.add_argument("--bound-window-seconds", type=float, default=d.window_seconds)
+    parser.add_argument("--bound-bad-calls", type=int, default=d.bad_calls, help="Cinder calls in the window")
+    parser.add_argument(
+        "--bound-bad-writes", type=int, default=d.bad_writes, help="claim writes in the window"
+    )
+    parser.add_argument("--bound-bad-events", type=int, default=d.bad_events, help="Event objects per claim")
+    parser.add_argument(
+        "--bound-calls-per-second", type=int, default=None, help="any one claim (default: report only)"
+    )
     args = parser.parse_args(argv)
     logs.configure("critical")
-    summary = run(args.cycles, args.seed, args.concurrency, sys.stderr)
+    bounds = cm.Bounds(
+        window_seconds=args.bound_window_seconds,
+        bad_calls=args.bound_bad_calls,
+        bad_writes=args.bound_bad_writes,
+        bad_events=args.bound_bad_events,
+        calls_per_second=args.bound_calls_per_second,
+    )
+    summary = run(
+        args.cycles,
+        args.seed,
+        args.concurrency,
+        sys.stderr,
+        storm_seconds=args.storm_seconds,
+        bad_type_claims=args.bad_type_claims,
+        bounds=bounds,
+    )
     print(json.dumps(summary))
-    bad = summary["leaked"] + summary["duplicates"] + summary["lost"] + summary["silent"] + summary["stalled"]
-    return 0 if bad == 0 else 1
+    return 0 if _defects(summary) == 0 and summary["bounds_ok"] else 1
+
+
+def _defects(summary: dict[str, Any]) -> int:
+    keys = ("leaked", "duplicates", "lost", "silent", "stalled", "bad_claims_bound", "bad_claim_volumes")
+    return int(sum(summary[k] for k in keys) + summary["worker_deaths"])
 
 
 if __name__ == "__main__":
