@@ -8,7 +8,9 @@
   just became available finishes before another claim starts, so a burst does not end with a long tail
   of half-done claims waiting behind hundreds of new ones.
 - ``add_rate_limited`` applies per-item exponential backoff (``base`` doubling to ``cap``) combined with a
-  global token bucket (the larger delay wins), like client-go's default controller rate limiter.
+  global token bucket (the larger delay wins), like client-go's default controller rate limiter. The
+  exponent and the stored failure count are capped: a key that fails forever stays at ``cap`` (computing
+  ``base * 2**n`` for n ≥ 1024 used to raise OverflowError in the worker and kill it).
 Time comes from an injectable monotonic clock.
 """
 
@@ -20,9 +22,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+
+#: Doublings beyond this are not computed: 2.0**62 is a small float and past any sane cap / base ratio.
+MAX_EXPONENT: Final = 62
+#: Failures stored per key are capped too, so a key failing for years does not grow an unbounded int.
+MAX_FAILURES: Final = 1_000_000
 
 
 class ShutDownError(Exception):
@@ -53,8 +60,8 @@ class BackoffLimiter(Generic[K]):
         """Delay before ``key`` may be retried; counts one more failure for it."""
         with self._lock:
             n = self._failures.get(key, 0)
-            self._failures[key] = n + 1
-            per_item = min(self._cap, self._base * (2**n))
+            self._failures[key] = min(n + 1, MAX_FAILURES)
+            per_item = min(self._cap, self._base * 2.0 ** min(n, MAX_EXPONENT))
             now = self._clock()
             self._tokens = min(self._burst, self._tokens + (now - self._last) * self._qps)
             self._last = now

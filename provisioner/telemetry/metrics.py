@@ -2,7 +2,8 @@
 
 What operators asked for: how long a claim waits to be Bound (up to 30 min, because slow backends exist),
 how provisioning and deletion end (by class and reason), how Cinder behaves (latency by operation and
-status), and whether the controller keeps up (queue depth, retries, in-flight, leader).
+status), whether the controller keeps up (queue depth, retries by reason, in-flight, leader), and whether
+it is whole (worker threads alive, failures caught by the worker's barrier that would have killed it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class Metrics:
     queue_waiting: Gauge
     queue_retries_total: Counter
     in_flight: Gauge
+    workers_alive: Gauge
+    worker_errors_total: Counter
     leader: Gauge
     reconcile_seconds: Histogram
 
@@ -67,8 +70,17 @@ def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         queue_depth=Gauge(p + "queue_depth", "Keys ready to be processed", registry=reg),
         queue_waiting=Gauge(p + "queue_waiting", "Keys scheduled for a later retry or poll", registry=reg),
-        queue_retries_total=Counter(p + "queue_retries", "Rate-limited retries", registry=reg),
+        queue_retries_total=Counter(
+            p + "queue_retries", "Rate-limited retries, by the failed step's reason", ["reason"], registry=reg
+        ),
         in_flight=Gauge(p + "in_flight", "Keys being reconciled now", registry=reg),
+        workers_alive=Gauge(p + "workers_alive", "Worker threads running (0 on standbys)", registry=reg),
+        worker_errors_total=Counter(
+            p + "worker_errors",
+            "Exceptions caught by the worker loop's barrier (the worker went on), by where they happened",
+            ["stage"],
+            registry=reg,
+        ),
         leader=Gauge(p + "leader", "1 while this replica holds the leader lease", registry=reg),
         reconcile_seconds=Histogram(
             p + "reconcile_seconds",
