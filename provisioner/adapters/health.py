@@ -1,7 +1,8 @@
 """HTTP endpoints for Prometheus and the kubelet: ``/metrics``, ``/healthz``, ``/readyz``.
 
-``/healthz`` fails when a registered liveness check fails (e.g. the leader's lease renewals are stuck);
-``/readyz`` is ready when the informer caches have synced.
+``/healthz`` fails (500, with a one-line reason) when a liveness check fails: the leader's lease renewals
+are stuck, a worker or watch loop died, a worker is stuck in one step; the kubelet then restarts the pod.
+A check that raises counts as failed. ``/readyz`` is ready when the informer caches have synced.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class HealthServer:
         registry: CollectorRegistry,
         ready: Callable[[], bool],
         alive: Callable[[], bool] = lambda: True,
+        liveness: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """``alive`` says healthy or not; ``liveness`` returns None when healthy, else the reason."""
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,10 +37,11 @@ class HealthServer:
                 if path == "/metrics":
                     body, ctype, code = generate_latest(outer.registry), CONTENT_TYPE_LATEST, 200
                 elif path in ("/healthz", "/livez", "/healthz/leader-election"):
-                    ok = outer.alive()
-                    body, ctype, code = (b"ok" if ok else b"unhealthy"), "text/plain", 200 if ok else 500
+                    problem = outer.problem()
+                    body = b"ok" if problem is None else f"unhealthy: {problem}".encode()
+                    ctype, code = "text/plain", 200 if problem is None else 500
                 elif path == "/readyz":
-                    ok = outer.ready()
+                    ok = outer._check(outer.ready)
                     body, ctype, code = (b"ok" if ok else b"not ready"), "text/plain", 200 if ok else 503
                 else:
                     body, ctype, code = b"not found", "text/plain", 404
@@ -53,9 +57,27 @@ class HealthServer:
         self.registry = registry
         self.ready = ready
         self.alive = alive
+        self.liveness = liveness
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+
+    def problem(self) -> str | None:
+        """Why ``/healthz`` fails now (one line), or None."""
+        try:
+            reason = self.liveness()
+            if reason is None and not self.alive():
+                reason = "liveness check failed"
+        except Exception as e:  # a broken check must not look healthy
+            reason = f"liveness check raised {type(e).__name__}"
+        return None if reason is None else " ".join(reason.split())
+
+    @staticmethod
+    def _check(check: Callable[[], bool]) -> bool:
+        try:
+            return bool(check())
+        except Exception:
+            return False
 
     @property
     def port(self) -> int:

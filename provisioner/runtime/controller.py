@@ -4,6 +4,15 @@ Keys are ``("claim", "ns/name")`` for the provision flow and ``("volume", "pv-na
 Workers never sleep on Cinder: a step that must wait returns "requeue after", and the worker takes the
 next key. Final errors are remembered with the claim's and class's resourceVersions, so they are retried
 only when either changes (or, for quota, slowly).
+
+Retry discipline: a key waiting out an error backoff or a requeue delay is not re-queued by watch events
+unless the object *as the user shaped it* changed (see ``shape``): every step writes annotations to the
+claim, and the event of that write used to retry a failing claim at once (827 times in 30 s). A deletion
+(``deletionTimestamp``), a spec change or the claim's PV appearing still go through at once.
+
+A controller that cannot die silently: the worker loop has one barrier around its whole body (an
+exception is logged, counted in ``worker_errors_total`` and the loop goes on), and ``liveness_problem``
+tells ``/healthz`` when a worker thread or a watch loop is dead, or a worker is stuck inside one step.
 """
 
 from __future__ import annotations
@@ -28,6 +37,38 @@ from provisioner.runtime.workqueue import ShutDownError, WorkQueue
 log = structlog.get_logger(__name__)
 
 Key = tuple[str, str]
+#: (hash of the object as the user shaped it, StorageClass resourceVersion)
+Versions = tuple[str, str]
+Flow = Callable[[Context, str], Outcome]
+
+#: ``netvol.io/`` annotations users write; every other ``netvol.io/`` annotation is the controller's own
+#: (provisioning step, create attempt, cloud, … and any added later) and is not part of the shape.
+#: When even the rate limiter fails, a key is retried after this long rather than dropped.
+FALLBACK_RETRY_SECONDS = 60.0
+
+USER_ANNOTATIONS = frozenset({names.ANN_RESTORE_FROM_SNAPSHOT, names.ANN_ADOPT_VOLUME})
+
+
+def shape(obj: Obj | None, *, with_phase: bool = False) -> str:
+    """A hash of what the user (or Kubernetes, not we) decides about ``obj``.
+
+    uid, deletionTimestamp, spec, the annotations except our own (and for PVs the phase: Released matters
+    to the delete flow). Our writes (intent finalizer, step / attempt / cloud annotations) and the claim's
+    status do not change it, so their watch events are recognised as our own echo.
+    """
+    if obj is None:
+        return ""
+    meta = obj.get("metadata") or {}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith(names.PREFIX) or k in USER_ANNOTATIONS
+    }
+    phase = (obj.get("status") or {}).get("phase") if with_phase else None
+    text = json.dumps(
+        [meta.get("uid"), meta.get("deletionTimestamp"), annotations, obj.get("spec"), phase], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def trim_pvc(obj: Obj) -> Obj:
@@ -67,7 +108,15 @@ class Controller:
         workers: int = 8,
         resync_seconds: float = 600.0,
         watch_timeout_seconds: int = 300,
+        queue: WorkQueue[Key] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stuck_after_seconds: float = 300.0,
+        claim_flow: Flow = reconcile_claim,
+        volume_flow: Flow = reconcile_volume,
+        pause: Callable[[float], None] | None = None,
     ) -> None:
+        """``clock`` drives delays, backoff and stuck detection (the default queue shares it); a worker
+        inside one step for longer than ``stuck_after_seconds`` makes the controller unhealthy."""
         self.pvcs = Informer(
             "persistentvolumeclaims",
             source,
@@ -89,17 +138,29 @@ class Controller:
             watch_timeout_seconds=watch_timeout_seconds,
         )
         self.ctx = make_context(self.pvcs, self.pvs, self.classes)
-        self.queue: WorkQueue[Key] = WorkQueue()
+        self._clock = clock
+        self.queue: WorkQueue[Key] = queue if queue is not None else WorkQueue(clock=clock)
+        self._flows: dict[str, Flow] = {"claim": claim_flow, "volume": volume_flow}
         self._workers = workers
+        self._stuck_after = stuck_after_seconds
         self._threads: list[threading.Thread] = []
-        # claim key → (_versions() at the final failure, monotonic time of its slow retry or inf)
-        self._final: dict[str, tuple[tuple[str, str], float]] = {}
-        self._final_lock = threading.Lock()
+        self._lock = threading.Lock()
+        # claim key → (versions at the final failure, clock time of its slow retry or inf)
+        self._final: dict[str, tuple[Versions, float]] = {}
+        # key → (versions the failed / requeued step saw, clock time it is due): events do not retry it
+        self._backoff: dict[Key, tuple[Versions, float]] = {}
+        # key → versions at the start of the step running now; keys whose own-echo event came meanwhile
+        self._inflight: dict[Key, Versions] = {}
+        self._deferred: set[Key] = set()
+        # worker thread name → (clock time its current step started, key)
+        self._busy: dict[str, tuple[float, Key]] = {}
         self._stopping = threading.Event()
+        self._pause = pause or self._stopping.wait
         self._bound_seen: set[str] = set()
         #: Called (on a new thread) when a worker hits an armed crash point; the replica dies.
         self.on_crash: Callable[[], None] = lambda: None
         self.crashed = threading.Event()
+        self.ctx.metrics.workers_alive.set_function(self._alive_workers)
         self.pvcs.add_handler(self._on_pvc)
         self.pvs.add_handler(self._on_pv)
         self.classes.add_handler(self._on_class)
@@ -115,11 +176,28 @@ class Controller:
             uid = obj["metadata"].get("uid", "")
             self._bound_seen.discard(uid)
             self.ctx.hints.drop(uid)
-            with self._final_lock:
+            with self._lock:
                 self._final.pop(key, None)
+                self._backoff.pop(("claim", key), None)
             return
         self._observe_bound(new)
-        self.queue.add(("claim", key))
+        self._add_unless_echo(("claim", key), new)
+
+    def _add_unless_echo(self, key: Key, obj: Obj) -> None:
+        """Queue ``key`` for a watch event, unless it is waiting a delay and the event changed nothing of
+        the object's shape (our own write's echo, a status change, a resync)."""
+        versions = self._versions(key, obj)
+        with self._lock:
+            started = self._inflight.get(key)
+            if started is not None:
+                if started == versions:
+                    self._deferred.add(key)  # the running step's outcome decides what follows
+                    return
+            else:
+                waiting = self._backoff.get(key)
+                if waiting is not None and waiting[0] == versions and self._clock() < waiting[1]:
+                    return
+        self.queue.add(key)
 
     def _observe_bound(self, pvc: Obj) -> None:
         uid = pvc["metadata"].get("uid", "")
@@ -145,119 +223,203 @@ class Controller:
         if obj is None or not is_our_pv(obj, self.ctx.settings.provisioner_name):
             return
         if new is not None:
-            self.queue.add(("volume", obj["metadata"]["name"]))
+            self._add_unless_echo(("volume", obj["metadata"]["name"]), new)
+        else:
+            with self._lock:
+                self._backoff.pop(("volume", obj["metadata"]["name"]), None)
         claim = (obj.get("spec") or {}).get("claimRef") or {}
         if claim.get("namespace") and claim.get("name"):
-            self.queue.add(("claim", f"{claim['namespace']}/{claim['name']}"))
+            self.queue.add(("claim", f"{claim['namespace']}/{claim['name']}"))  # its PV: always at once
 
     def _on_class(self, event: str, old: Obj | None, new: Obj | None) -> None:
         if event in ("RESYNC",) or new is None:
             return
         name = new["metadata"]["name"]
-        with self._final_lock:
-            keys = list(self._final)
-        for key in keys:
+        with self._lock:
+            keys = set(self._final) | {k for kind, k in self._backoff if kind == "claim"}
+        for key in sorted(keys):
             pvc = self.pvcs.get(key)
             if pvc is not None and class_name_of(pvc) == name:
                 self.queue.add(("claim", key))
 
     # ---- workers -------------------------------------------------------------------------------------
 
-    def _versions(self, key: str) -> tuple[str, str]:
-        """What a final failure is remembered against: the claim as the user shaped it, and the class.
+    def _versions(self, key: Key | str, obj: Obj | None = None) -> Versions:
+        """What a final failure or a delay is remembered against: the object's shape, and its class.
 
-        Our own writes (intent finalizer, step annotation) and status changes must not count as "the claim
-        changed", or a final failure would be retried once more whenever our patch's event arrives late.
+        Our own writes (intent finalizer, ``netvol.io/`` annotations) and status changes must not count as
+        "the claim changed", or a failure would be retried once more whenever our patch's event arrives.
         A deletion does count (the claim must then be abandoned).
         """
-        pvc = self.pvcs.get(key) or {}
+        kind, name = key if isinstance(key, tuple) else ("claim", key)
+        if kind != "claim":
+            return shape(obj if obj is not None else self.pvs.get(name), with_phase=True), ""
+        pvc = obj if obj is not None else self.pvcs.get(name)
         sc = self.classes.get(class_name_of(pvc)) if pvc else None
-        meta = pvc.get("metadata") or {}
-        annotations = {
-            k: v for k, v in (meta.get("annotations") or {}).items() if k != names.ANN_PROVISIONING_STEP
-        }
-        shape = json.dumps(
-            [meta.get("uid"), meta.get("deletionTimestamp"), annotations, pvc.get("spec")], sort_keys=True
-        )
-        return (
-            hashlib.sha256(shape.encode()).hexdigest(),
-            str(((sc or {}).get("metadata") or {}).get("resourceVersion", "")),
-        )
+        return shape(pvc), str(((sc or {}).get("metadata") or {}).get("resourceVersion", ""))
 
     def process(self, key: Key) -> Outcome | None:
         """Run one reconcile step for ``key`` and schedule what follows. Returns the outcome (tests)."""
         kind, name = key
-        if kind == "claim":
-            with self._final_lock:
-                remembered = self._final.get(name)
-            if (
-                remembered is not None
-                and remembered[0] == self._versions(name)
-                and time.monotonic() < remembered[1]
-            ):
+        versions = self._versions(key)
+        with self._lock:
+            remembered = self._final.get(name) if kind == "claim" else None
+            if remembered is not None and remembered[0] == versions and self._clock() < remembered[1]:
                 return None  # final failure, nothing changed since, slow retry not due: do not retry
+            self._backoff.pop(key, None)
+            self._inflight[key] = versions
         started = time.perf_counter()
         try:
-            outcome = reconcile_claim(self.ctx, name) if kind == "claim" else reconcile_volume(self.ctx, name)
+            outcome = self._flows[kind](self.ctx, name)
         except SimulatedCrash:
             raise
         except Exception as e:  # a bug or an unexpected library error: never kill the worker
             log.exception("reconcile_crashed", key=f"{kind}:{name}")
             outcome = Outcome(kind="error", reason=type(e).__name__, message=str(e))
         self.ctx.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
-        self._schedule(key, outcome)
+        self._schedule(key, outcome, versions)
         return outcome
 
-    def _schedule(self, key: Key, outcome: Outcome) -> None:
+    def _schedule(self, key: Key, outcome: Outcome, versions: Versions) -> None:
         kind, name = key
-        if kind == "claim" and outcome.kind != "final":
-            with self._final_lock:
-                self._final.pop(name, None)
-        if outcome.kind == "done":
+        delay = 0.0
+        if outcome.kind == "requeue":
             self.queue.forget(key)
-        elif outcome.kind == "requeue":
-            self.queue.forget(key)
-            self.queue.add_after(key, outcome.delay)
+            delay = outcome.delay
         elif outcome.kind == "error":
-            self.ctx.metrics.queue_retries_total.inc()
-            delay = self.queue.limiter.when(key)
-            self.queue.add_after(key, max(delay, outcome.delay))
-        else:  # final
+            self.ctx.metrics.queue_retries_total.labels(reason=outcome.reason or "unknown").inc()
+            delay = max(self.queue.limiter.when(key), outcome.delay)
+        else:
             self.queue.forget(key)
-            if kind == "claim":
-                retry_at = time.monotonic() + outcome.delay - 0.01 if outcome.delay > 0 else float("inf")
-                with self._final_lock:
-                    self._final[name] = (self._versions(name), retry_at)
-            if outcome.delay > 0:
-                self.queue.add_after(key, outcome.delay)
+        with self._lock:
+            self._inflight.pop(key, None)
+            echoed = key in self._deferred
+            self._deferred.discard(key)
+            if kind == "claim" and outcome.kind != "final":
+                self._final.pop(name, None)
+            if outcome.kind in ("requeue", "error") and delay > 0:
+                self._backoff[key] = (versions, self._clock() + delay)
+            else:
+                self._backoff.pop(key, None)
+            if outcome.kind == "final" and kind == "claim":
+                retry_at = self._clock() + outcome.delay - 0.01 if outcome.delay > 0 else float("inf")
+                self._final[name] = (versions, retry_at)
+        if outcome.kind in ("requeue", "error"):
+            self.queue.add_after(key, delay)
+            return
+        if outcome.kind == "final" and outcome.delay > 0:
+            self.queue.add_after(key, outcome.delay)
+        if echoed:
+            self.queue.add(key)  # done / final: look once more at what changed during the step
 
     def _worker(self) -> None:
+        """Take keys until stopped. Nothing but a shutdown (or a simulated crash) ends this loop."""
+        me = threading.current_thread().name
         while not self._stopping.is_set():
             try:
-                key = self.queue.get()
-            except ShutDownError:
-                return
-            if key is None:
-                continue
-            try:
-                if self.ctx.is_leader():
-                    self.process(key)
-                else:
-                    self.queue.add_after(key, 1.0)
+                if not self.run_once(me):
+                    return
             except SimulatedCrash:
-                log.warning("simulated_crash", key=f"{key[0]}:{key[1]}")
+                log.warning("simulated_crash", worker=me)
                 self.crashed.set()
                 threading.Thread(target=self.on_crash, name="crash", daemon=True).start()
                 return
+            except Exception:  # the barrier: log, count, go on (pause a moment: no hot loop)
+                log.exception("worker_loop_error", worker=me)
+                self._count_worker_error("loop")
+                self._pause(0.1)
+
+    def run_once(self, worker: str = "worker", timeout: float | None = None) -> bool:
+        """One iteration of a worker: take a key, run its step, release it. False once shut down."""
+        try:
+            key = self.queue.get(timeout)
+        except ShutDownError:
+            return False
+        if key is None:
+            return True
+        with self._lock:
+            self._busy[worker] = (self._clock(), key)
+        try:
+            if self.ctx.is_leader():
+                self.process(key)
+            else:
+                self.queue.add_after(key, 1.0)
+        except SimulatedCrash:
+            raise
+        except Exception:
+            log.exception("worker_step_error", key=f"{key[0]}:{key[1]}")
+            self._count_worker_error("process")
+            self._retry_later(key)
+        finally:
+            with self._lock:
+                self._busy.pop(worker, None)
+                self._inflight.pop(key, None)
+                self._deferred.discard(key)
+            try:
+                self.queue.done(key)  # always, or the key would never be handed out again
             finally:
-                self.queue.done(key)
                 self._update_gauges()
+        return True
+
+    def _retry_later(self, key: Key) -> None:
+        """After a failure outside the flow: back off, or (limiter broken too) retry in a minute."""
+        try:
+            self.ctx.metrics.queue_retries_total.labels(reason="worker_error").inc()
+            self.queue.add_rate_limited(key)
+            return
+        except Exception:
+            log.exception("worker_requeue_error", key=f"{key[0]}:{key[1]}")
+            self._count_worker_error("requeue")
+        try:
+            self.queue.add_after(key, FALLBACK_RETRY_SECONDS)
+        except Exception:  # the queue itself is broken: /healthz will not save us, the log must tell
+            log.exception("worker_key_dropped", key=f"{key[0]}:{key[1]}")
+
+    def _count_worker_error(self, stage: str) -> None:
+        try:
+            self.ctx.metrics.worker_errors_total.labels(stage=stage).inc()
+        except Exception:  # a metrics failure must not take the barrier down with it
+            log.exception("worker_metric_error", stage=stage)
 
     def _update_gauges(self) -> None:
-        m = self.ctx.metrics
-        m.queue_depth.set(self.queue.depth())
-        m.queue_waiting.set(self.queue.waiting())
-        m.in_flight.set(self.queue.in_flight())
+        try:
+            m = self.ctx.metrics
+            m.queue_depth.set(self.queue.depth())
+            m.queue_waiting.set(self.queue.waiting())
+            m.in_flight.set(self.queue.in_flight())
+        except Exception:
+            log.exception("worker_gauge_error")
+            self._count_worker_error("gauges")
+
+    # ---- health --------------------------------------------------------------------------------------
+
+    def _alive_workers(self) -> int:
+        return sum(1 for t in list(self._threads) if t.is_alive())
+
+    def liveness_problem(self) -> str | None:
+        """None while healthy, else a one-line reason for ``/healthz`` (the kubelet then restarts us).
+
+        Unhealthy: a watch loop that died, a worker thread that died, a worker inside one step for longer
+        than ``stuck_after_seconds``. A controller that is stopping, and a standby without workers, are
+        healthy.
+        """
+        if self._stopping.is_set():
+            return None
+        for inf in (self.classes, self.pvs, self.pvcs):
+            thread = inf._thread  # read only: informers expose no liveness of their own
+            if thread is not None and not inf._stop.is_set() and not thread.is_alive():
+                return f"informer {inf.resource}: watch loop died"
+        threads = list(self._threads)
+        dead = [t.name for t in threads if not t.is_alive()]
+        if dead:
+            return f"{len(dead)} of {len(threads)} worker threads died ({', '.join(dead[:3])})"
+        now = self._clock()
+        with self._lock:
+            busy = sorted(self._busy.items(), key=lambda item: item[1][0])
+        for worker, (since, (kind, name)) in busy:
+            if now - since > self._stuck_after:
+                return f"{worker} stuck for {now - since:.0f} s in one step of {kind}:{name}"
+        return None
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -268,6 +430,7 @@ class Controller:
 
     def wait_synced(self, timeout: float = 60.0) -> bool:
         """True once every informer has listed."""
+        # Real time, not the injected clock: the waits below are real, and a fake clock would not end them.
         deadline = time.monotonic() + timeout
         return all(
             inf.wait_synced(max(0.0, deadline - time.monotonic()))
@@ -275,12 +438,19 @@ class Controller:
         )
 
     @property
+    def informers(self) -> tuple[Informer, Informer, Informer]:
+        """The class, PV and PVC informers."""
+        return (self.classes, self.pvs, self.pvcs)
+
+    @property
     def synced(self) -> bool:
         """Ready = caches synced."""
         return self.classes.synced and self.pvs.synced and self.pvcs.synced
 
     def start_workers(self) -> None:
-        """Start the worker pool (only on the leader)."""
+        """Start the worker pool (only on the leader, only on synced caches)."""
+        if not self.synced:
+            raise RuntimeError("start_workers before the informer caches synced")
         for i in range(self._workers):
             t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
             t.start()
@@ -290,7 +460,7 @@ class Controller:
         """Drain: stop taking keys, let in-flight steps finish, stop informers."""
         self._stopping.set()
         self.queue.shutdown()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout  # real time: thread joins (see wait_synced)
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         for inf in (self.classes, self.pvs, self.pvcs):
@@ -305,4 +475,4 @@ class Controller:
         return self.queue.idle()
 
 
-__all__ = ["Controller", "is_ours", "trim_pv", "trim_pvc"]
+__all__ = ["Controller", "is_ours", "shape", "trim_pv", "trim_pvc"]

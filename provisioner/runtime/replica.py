@@ -1,7 +1,9 @@
 """One controller replica: informers (always, so standbys stay warm), leader election, workers, health.
 
 Used by ``cinder-provisioner run``, the sandbox, the e2e tests and the chaos harness, so all of them run
-the same wiring. Lifecycle: ``start()`` → caches sync → lease acquired → workers run. ``terminate()`` is
+the same wiring. Lifecycle: ``start()`` → lease acquired → caches synced (waited for, however long; workers
+never run on unsynced caches) → workers run. ``/readyz`` follows the caches; ``/healthz`` the lease
+renewals, the watch loops and (on the leader) the worker pool. ``terminate()`` is
 SIGTERM: drain in-flight work, then release the lease so a standby takes over at once. ``crash()`` stops
 everything abruptly without releasing (what a killed pod looks like to the others).
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,9 +47,14 @@ class Replica:
         resync_seconds: float = 600.0,
         watch_timeout_seconds: int = 300,
         checkpoint: Callable[[str], None] | None = None,
+        stuck_after_seconds: float = 300.0,
+        sync_timeout_seconds: float = 60.0,
         **settings_overrides: float,
     ) -> None:
+        """``stuck_after_seconds``: a worker inside one step for longer fails ``/healthz``;
+        ``sync_timeout_seconds``: how often a leader still waiting for its caches logs it."""
         self.config = config
+        self._sync_timeout = sync_timeout_seconds
         self.identity = identity or f"{os.environ.get('POD_NAME', os.uname().nodename)}_{os.getpid()}"
         self.metrics = metrics or make_metrics()
         self.kube = KubeAdapter(client_configuration, qps=config.kube_qps, burst=config.kube_burst)
@@ -83,6 +91,7 @@ class Replica:
             resync_seconds=resync_seconds,
             watch_timeout_seconds=watch_timeout_seconds,
             checkpoint=checkpoint or (lambda point: None),
+            stuck_after_seconds=stuck_after_seconds,
             **settings_overrides,
         )
         self.controller.on_crash = self.crash
@@ -94,7 +103,7 @@ class Replica:
                 port=int(port),
                 registry=self.metrics.registry,
                 ready=lambda: self.controller.synced,
-                alive=self.elector.healthy if self.elector else (lambda: True),
+                liveness=self.liveness_problem,
             )
         self.leases: Informer | None = None
         if self.elector is not None and self._lease_kube is not None:
@@ -105,6 +114,12 @@ class Replica:
         self.finished = threading.Event()
         self.exit_code = 0
         self._thread: threading.Thread | None = None
+
+    def liveness_problem(self) -> str | None:
+        """None while healthy, else why ``/healthz`` fails (one line)."""
+        if self.elector is not None and not self.elector.healthy():
+            return "leader election: lease renewals are stuck"
+        return self.controller.liveness_problem()
 
     def _on_lease(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         obj = new or old or {}
@@ -145,11 +160,30 @@ class Replica:
                 return
 
     def _lead(self) -> None:
-        self.controller.wait_synced(60.0)
-        self.metrics.leader.set(1)
+        if not self._await_sync():
+            return
         self.controller.start_workers()
+        self.metrics.leader.set(1)
         self.leading.set()
         log.info("leading", identity=self.identity)
+
+    def _await_sync(self) -> bool:
+        """Wait until every cache synced (True), or until we stop / lose the lease (False)."""
+        started = time.monotonic()
+        next_log = started + self._sync_timeout
+        while not self.finished.is_set() and not (self.elector is not None and self.elector.lost.is_set()):
+            if self.controller.wait_synced(min(0.5, self._sync_timeout)):
+                return True
+            if time.monotonic() >= next_log:
+                next_log += self._sync_timeout
+                unsynced = [i.resource for i in self.controller.informers if not i.synced]
+                log.warning(
+                    "caches_not_synced_workers_held",
+                    identity=self.identity,
+                    waited_seconds=round(time.monotonic() - started, 1),
+                    unsynced=unsynced,
+                )
+        return False
 
     def terminate(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM): drain workers, then release the lease."""

@@ -52,6 +52,7 @@ def build_controller(
     resync_seconds: float = 600.0,
     watch_timeout_seconds: int = 300,
     checkpoint: Callable[[str], None] = lambda point: None,
+    stuck_after_seconds: float = 300.0,
     **settings_overrides: float,
 ) -> Controller:
     """A ready-to-start Controller (informers not yet started)."""
@@ -80,4 +81,5 @@ def build_controller(
         workers=config.workers,
         resync_seconds=resync_seconds,
         watch_timeout_seconds=watch_timeout_seconds,
+        stuck_after_seconds=stuck_after_seconds,
     )
