@@ -29,6 +29,9 @@ ANN_PROVISIONING_STEP: Final = PREFIX + "provisioning-step"
 ANN_LEASE_HOLDER: Final = PREFIX + "lease-holder"
 #: "<replica identity> <unix time>" of the latest Cinder create attempt for the claim (fencing aid)
 ANN_CREATE_ATTEMPT: Final = PREFIX + "create-attempt"
+#: "<wall time of the failure> <wall time of the slow retry or -> <shape>": a final failure remembered on
+#: the claim, so a new leader does not retry it before it is due (unless the claim or class changed).
+ANN_FINAL_FAILURE: Final = PREFIX + "final-failure"
 
 # Labels we write
 LABEL_PV: Final = PREFIX + "pv"  # on provisioner-owned Secrets: the PV they belong to

@@ -119,7 +119,11 @@ def drop_intent(ctx: Context, pvc: Obj) -> None:
     patch = {
         "metadata": {
             "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
-            "annotations": {names.ANN_PROVISIONING_STEP: None, names.ANN_CREATE_ATTEMPT: None},
+            "annotations": {
+                names.ANN_PROVISIONING_STEP: None,
+                names.ANN_CREATE_ATTEMPT: None,
+                names.ANN_FINAL_FAILURE: None,
+            },
         }
     }
     try:

@@ -16,6 +16,8 @@ cloud for Retry-After).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -95,6 +97,7 @@ class ClaimState:
     bad_claim: str | None = None  # the claim is invalid (message names the field)
     waits_for_node: bool = False  # WaitForFirstConsumer without a selected node
     cloud_wait: float = 0.0  # seconds until the cloud may be called again (429)
+    failed_wait: float = 0.0  # a final failure recorded on the claim is not due for a retry for this long
     poll_wait: float = 0.0  # seconds until the next Cinder poll is due
 
 
@@ -227,6 +230,8 @@ def decide_claim(c: ClaimState) -> Step:
         return Fail(reason="invalid_claim", message=f"claim: {c.bad_claim}")
     if c.waits_for_node:
         return Done()
+    if c.failed_wait > 0:
+        return Wait(reason="final_failure_not_due", delay=c.failed_wait)
     if c.cloud_wait > 0:
         return Wait(reason="rate_limited", delay=c.cloud_wait)
     if c.poll_wait > 0 and c.intent:
@@ -365,11 +370,47 @@ def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | N
             bad_claim=bad_claim,
             waits_for_node=waits,
             cloud_wait=ctx.cloud_wait(params.cloud) if params is not None else 0.0,
+            failed_wait=failure_wait(pvc, sc, now=ctx.wall()),
             poll_wait=ctx.poll_not_due(hint),
         ),
         sc,
         params,
     )
+
+
+#: Annotations the controller writes on a claim: not part of what the user shaped.
+_OURS = frozenset(
+    {names.ANN_PROVISIONING_STEP, names.ANN_CREATE_ATTEMPT, names.ANN_CLOUD, names.ANN_FINAL_FAILURE}
+)
+
+
+def claim_shape(pvc: Obj, sc: Obj | None) -> str:
+    """A digest of the claim as the user shaped it and of its class (our own annotations left out)."""
+    meta = pvc["metadata"]
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in _OURS}
+    shape = [
+        meta.get("uid"),
+        annotations,
+        pvc.get("spec"),
+        ((sc or {}).get("metadata") or {}).get("resourceVersion"),
+    ]
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def failure_wait(pvc: Obj, sc: Obj | None, *, now: float) -> float:
+    """Seconds until a final failure recorded on the claim is due again (0: none, due, or shape changed)."""
+    raw = (pvc["metadata"].get("annotations") or {}).get(names.ANN_FINAL_FAILURE)
+    if not raw:
+        return 0.0
+    parts = str(raw).split(" ")
+    if len(parts) != 3 or parts[2] != claim_shape(pvc, sc):
+        return 0.0
+    if parts[1] == "-":
+        return 3600.0  # final until the claim or class changes (either changes the shape)
+    try:
+        return max(0.0, float(parts[1]) - now)
+    except ValueError:
+        return 0.0
 
 
 def _check_restore_annotation(pvc: Obj) -> None:
@@ -709,7 +750,12 @@ def resolve_content_kind(pvc: Obj, volume: Volume) -> ContentSource:
 
 
 def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, *, retry: float = 0.0) -> Outcome:
-    """A final failure: one Warning (deduplicated), a metric, and no fast retry."""
+    """A final failure: one Warning (deduplicated), a metric, and no fast retry.
+
+    It is also recorded on the claim (one write), so that a new leader honours the slow retry instead of
+    trying again at once: under leader churn a typo'd class would otherwise cost calls per leader.
+    """
+    _record_failure(ctx, pvc, retry)
     ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, message)
     ctx.metrics.provision_total.labels(storage_class=sc_name, outcome="failure", reason=reason).inc()
     log.warning(
@@ -719,6 +765,30 @@ def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, *, re
         error=message,
     )
     return final(reason, message, retry_after=retry)
+
+
+def _record_failure(ctx: Context, pvc: Obj, retry: float) -> None:
+    meta = pvc["metadata"]
+    if not meta.get("uid") or meta.get("deletionTimestamp"):
+        return
+    sc_name = class_name_of(pvc)
+    sc = ctx.classes.get(sc_name) if sc_name else None
+    now = ctx.wall()
+    due = f"{now + retry:.0f}" if retry > 0 else "-"
+    value = f"{now:.0f} {due} {claim_shape(pvc, sc)}"
+    old = (meta.get("annotations") or {}).get(names.ANN_FINAL_FAILURE, "")
+    if old and old.split(" ")[1:] == value.split(" ")[1:]:
+        return
+    try:
+        ctx.kube.patch(
+            "persistentvolumeclaims",
+            meta["name"],
+            {"metadata": {"annotations": {names.ANN_FINAL_FAILURE: value}}},
+            namespace=meta["namespace"],
+            patch_type="merge",
+        )
+    except KubeError as e:  # only an optimisation for the next leader: never fail the step for it
+        log.warning("final_failure_record_failed", error=str(e))
 
 
 __all__ = ["VolumeSource", "abandon", "class_name_of", "is_ours", "reconcile_claim"]

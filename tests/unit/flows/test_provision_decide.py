@@ -238,7 +238,7 @@ def _claim(world: Any, annotations: dict[str, str] | None = None) -> None:
 
 
 def test_unknown_volume_type_is_one_final_error_naming_the_field() -> None:
-    """Cinder 404 for the class's type: final (slow retry), one create, one claim write, one Warning."""
+    """Cinder 404 for the class type: final (slow retry), one create, two claim writes, one Warning."""
     world = make_context(final_retry_seconds=300.0)
     _claim(world)
     world.cinder.fail(
@@ -252,7 +252,7 @@ def test_unknown_volume_type_is_one_final_error_naming_the_field() -> None:
     assert 1 == len(warnings)
     assert "parameters.type: volume type 'fsat' does not exist in cloud 'default'" == warnings[0].message
     patches = [c for c in world.kube.calls if c[0] == "patch" and c[1] == "persistentvolumeclaims"]
-    assert 1 == len(patches)
+    assert 2 == len(patches)  # intent, then the final failure recorded for the next leader
 
 
 @pytest.mark.parametrize("value", ["../volumes/v1", "-x", "a/b", "", "x" * 200])
@@ -282,3 +282,39 @@ def test_transient_errors_repeat_one_deduplicated_warning() -> None:
     assert ["error"] * 20 == outcomes
     assert 1 == len(world.events.distinct("Warning"))
     assert "create_volume" not in world.cinder.methods_called()
+
+
+def test_a_recorded_final_failure_holds_a_new_leader_until_due() -> None:
+    """The failure recorded on the claim stops a fresh replica (no memory) from calling Cinder early."""
+    world = make_context(final_retry_seconds=300.0)
+    _claim(world)
+    world.cinder.fail(
+        "create_volume",
+        CinderReferenceNotFound("Volume type with name fsat could not be found.", reference="volume_type"),
+    )
+    reconcile_claim(world.ctx, "ns/data")
+    fresh = make_context(kube=world.kube, clouds=world.clouds, clock=world.clock, final_retry_seconds=300.0)
+    before = len(world.cinder.methods_called())
+    outcome = reconcile_claim(fresh.ctx, "ns/data")
+    assert ("requeue", "final_failure_not_due") == (outcome.kind, outcome.reason)
+    assert before == len(world.cinder.methods_called())
+    world.clock.advance(301.0)
+    assert "final" == reconcile_claim(fresh.ctx, "ns/data").kind  # due again: one more try
+    assert before + 2 == len(world.cinder.methods_called())
+
+
+def test_a_changed_claim_is_retried_despite_a_recorded_failure() -> None:
+    """A user change (here: the class fixed) changes the shape, so the recorded failure no longer holds."""
+    world = make_context(final_retry_seconds=300.0)
+    _claim(world)
+    world.cinder.fail(
+        "create_volume",
+        CinderReferenceNotFound("Volume type with name fsat could not be found.", reference="volume_type"),
+        times=1,
+    )
+    reconcile_claim(world.ctx, "ns/data")
+    sc = world.kube.find("storageclasses", "fast")
+    assert sc is not None
+    world.kube.put("storageclasses", {**sc, "metadata": {**sc["metadata"], "resourceVersion": "2"}})
+    assert "requeue" == reconcile_claim(world.ctx, "ns/data").kind  # created; now polling
+    assert 2 == world.cinder.methods_called().count("create_volume")
