@@ -4,6 +4,11 @@ Why: when a class misbehaves an admin wants to see what a given Cinder export tu
 cluster or a cloud. This runs the controller's own builder (``mapping.build_objects``) on files: the
 connection info exactly as Cinder returns it, the StorageClass and the PVC as Kubernetes objects.
 
+A claim that adopts a volume (``netvol.io/adopt-volume``) goes through the controller's own decision
+(``flows.adopt.check_adoption``): with ``--volume`` (the Cinder volume as JSON) render says exactly whether
+the controller would adopt it and refuses like the controller (exit 2, the Warning's text); without it, the
+claim-side checks still run and a note on stderr says what the volume must be for the adoption to happen.
+
 Exit 0 with a ``v1/List`` on stdout; on bad input exit 2 with one ``error: <field>: <message>`` line on
 stderr and nothing on stdout. The printed Secret carries the real key material (cephx key, CHAP secret,
 base64-encoded as the API stores it) because that is what would be created: treat the output like the
@@ -16,16 +21,19 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
+from provisioner.adapters.cinder.convert import to_volume
 from provisioner.domain import names
-from provisioner.domain.errors import InvalidInput
-from provisioner.domain.model import ConnectionInfo
-from provisioner.domain.params import parse_class_fields, parse_class_parameters
+from provisioner.domain.errors import CinderError, InvalidInput
+from provisioner.domain.model import ConnectionInfo, Volume
+from provisioner.domain.params import ClassParams, parse_class_fields, parse_class_parameters
 from provisioner.domain.quantity import requested_size_gib
+from provisioner.flows.adopt import ADOPT_FIELD, Refuse, adopt_volume_id, check_adoption, check_claim
 from provisioner.mapping.build import ContentSource, ProvisionedVolume, build_objects
 
 #: Used when neither --volume-id nor the connection info's data.volume_id names the Cinder volume.
@@ -93,12 +101,31 @@ def add_parser(subparsers: Any) -> None:
         default=DEFAULT_CLOUD,
         help="cloud name recorded when the class sets none (default: %(default)s)",
     )
+    parser.add_argument(
+        "--volume",
+        type=Path,
+        metavar="VOLUME.json",
+        help='for a claim with netvol.io/adopt-volume: the Cinder volume (API {"volume": …} or '
+        "`openstack volume show -f json`), checked exactly as the controller checks it",
+    )
+    parser.add_argument(
+        "--cluster-id",
+        help="the controller's cluster_id (needed with --volume: another cluster's volumes are refused)",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rendered:
+    """The ``v1/List`` text, and notes for stderr (what the output assumes)."""
+
+    text: str
+    notes: tuple[str, ...] = field(default=())
 
 
 def run(args: argparse.Namespace) -> int:
     """Render and print; exit 0, or 2 with one ``error: field: message`` line on stderr."""
     try:
-        text = render(
+        result = rendered(
             connection_info=_load(args.connection_info, "--connection-info"),
             storage_class=_load(args.storage_class, "--storage-class"),
             pvc=_load(args.pvc, "--pvc"),
@@ -110,16 +137,25 @@ def run(args: argparse.Namespace) -> int:
             size_gib=args.size_gib,
             secret_namespace=args.secret_namespace,
             cloud=args.cloud,
+            volume=None if args.volume is None else _load(args.volume, "--volume"),
+            cluster_id=args.cluster_id,
         )
     except InvalidInput as e:
         message = " ".join(str(e).split())  # one line, whatever the message held
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    sys.stdout.write(text)
+    sys.stdout.write(result.text)
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
     return 0
 
 
-def render(
+def render(**kwargs: Any) -> str:
+    """The ``v1/List`` text only (see ``rendered``)."""
+    return rendered(**kwargs).text
+
+
+def rendered(
     *,
     connection_info: Any,
     storage_class: Any,
@@ -132,8 +168,10 @@ def render(
     size_gib: int | None = None,
     secret_namespace: str = DEFAULT_SECRET_NAMESPACE,
     cloud: str = DEFAULT_CLOUD,
-) -> str:
-    """The ``v1/List`` text for already-loaded objects; raises ``InvalidInput`` naming the field."""
+    volume: Any = None,
+    cluster_id: str | None = None,
+) -> Rendered:
+    """The ``v1/List`` text (+ notes) for already-loaded objects; raises ``InvalidInput`` naming the field."""
     if not isinstance(connection_info, Mapping):
         raise InvalidInput("--connection-info", "must hold a JSON object")
     ci = ConnectionInfo.from_wire(connection_info)
@@ -151,6 +189,7 @@ def render(
     if size_gib is not None and size_gib < 1:
         raise InvalidInput("--size-gib", "must be at least 1")
     data_volume_id = ci.data.get("volume_id")
+    given_volume_id = volume_id
     if not volume_id:
         volume_id = (
             data_volume_id if isinstance(data_volume_id, str) and data_volume_id else PLACEHOLDER_VOLUME_ID
@@ -159,34 +198,137 @@ def render(
         from provisioner.config.settings import DEFAULT_INITIATOR
 
         initiator_name = DEFAULT_INITIATOR
-    volume = ProvisionedVolume(
+    notes: tuple[str, ...] = ()
+    size = size_gib if size_gib is not None else requested_size_gib(claim)
+    zone, multiattach = params.availability_zone, params.multiattach
+    adopt_id = adopt_volume_id(claim)
+    if adopt_id is not None:
+        adopted, notes = _adoption(
+            claim,
+            fields.name,
+            params,
+            adopt_id=adopt_id,
+            volume=volume,
+            cluster_id=cluster_id,
+            requested_gib=requested_size_gib(claim),
+            cloud=params.cloud or cloud,
+        )
+        if given_volume_id and given_volume_id != adopt_id:
+            raise InvalidInput("--volume-id", f"the claim adopts volume {adopt_id!r} ({ADOPT_FIELD})")
+        volume_id = str(adopt_id)
+        if adopted is not None:
+            if size_gib is not None and size_gib != adopted.size_gib:
+                raise InvalidInput("--size-gib", f"the adopted volume has {adopted.size_gib} GiB (--volume)")
+            size, zone = adopted.size_gib, adopted.availability_zone
+            multiattach = adopted.multiattach or params.multiattach
+    provisioned = ProvisionedVolume(
         volume_id=volume_id,
-        size_gib=size_gib if size_gib is not None else requested_size_gib(claim),
+        size_gib=size,
         cloud=params.cloud or cloud,
         attachment_id=attachment_id,
         export_mode="attachment" if attachment_id else "legacy",
         initiator_name=initiator_name,
-        content_source=content_source_of(claim),
-        availability_zone=params.availability_zone,
-        multiattach=params.multiattach,
+        content_source="adopted" if adopt_id is not None else content_source_of(claim),
+        availability_zone=zone,
+        multiattach=multiattach,
     )
     mapped = build_objects(
         connection_info=ci,
         storage_class=sc,
         pvc=claim,
         params=params,
-        volume=volume,
+        volume=provisioned,
         provisioner_name=provisioner_name,
     )
     items = [mapped.pv] if mapped.secret is None else [mapped.pv, mapped.secret]
     document = {"apiVersion": "v1", "kind": "List", "items": items}
     if output == "json":
-        return json.dumps(document, indent=2) + "\n"
-    return str(yaml.safe_dump(document, sort_keys=False, default_flow_style=False))
+        return Rendered(text=json.dumps(document, indent=2) + "\n", notes=notes)
+    return Rendered(
+        text=str(yaml.safe_dump(document, sort_keys=False, default_flow_style=False)), notes=notes
+    )
+
+
+def _adoption(
+    claim: Mapping[str, Any],
+    class_name: str,
+    params: ClassParams,
+    *,
+    adopt_id: object,
+    volume: Any,
+    cluster_id: str | None,
+    requested_gib: int,
+    cloud: str,
+) -> tuple[Volume | None, tuple[str, ...]]:
+    """The controller's adoption decision: the volume to adopt (None = not given) and notes, or refuse.
+
+    Raises the controller's refusal as ``InvalidInput`` (the Warning's text): the claim-side checks always,
+    the volume checks when ``--volume`` is given.
+    """
+    metadata = _mapping(claim.get("metadata"))
+    spec = _mapping(claim.get("spec"))
+    has_data_source = bool(spec.get("dataSource") or spec.get("dataSourceRef"))
+    has_restore = bool(_mapping(metadata.get("annotations")).get(names.ANN_RESTORE_FROM_SNAPSHOT))
+    if volume is None:
+        refused = check_claim(
+            adopt_id=adopt_id,
+            allow=params.allow_adoption,
+            storage_class=class_name,
+            has_data_source=has_data_source,
+            has_restore=has_restore,
+        )
+        if refused is not None:
+            raise refused.error()
+        of_type = f", of volume type {params.volume_type!r}" if params.volume_type else ""
+        return None, (
+            f"would adopt volume {adopt_id} if it is available, unattached, untagged{of_type} and "
+            f"≥ {requested_gib} GiB (the PV gets the volume's size); pass --volume to check it",
+        )
+    if not cluster_id:
+        raise InvalidInput("--cluster-id", "needed with --volume: the controller's cluster_id")
+    candidate = _volume(volume)
+    if candidate.id != adopt_id:
+        raise InvalidInput("--volume", f"holds volume {candidate.id!r}, the claim adopts {adopt_id!r}")
+    decision = check_adoption(
+        adopt_id=adopt_id,
+        allow=params.allow_adoption,
+        storage_class=class_name,
+        has_data_source=has_data_source,
+        has_restore=has_restore,
+        volume=candidate,
+        claim_uid=str(metadata.get("uid")),
+        claim_namespace=str(metadata.get("namespace")),
+        claim_name=str(metadata.get("name")),
+        cluster_id=cluster_id,
+        requested_gib=requested_gib,
+        class_type=params.volume_type,
+        cloud=cloud,
+    )
+    if isinstance(decision, Refuse):
+        raise decision.error()
+    return decision.volume, ()
+
+
+def _volume(raw: Any) -> Volume:
+    """A Cinder volume from the API's ``{"volume": …}`` or ``openstack volume show -f json``."""
+    if isinstance(raw, Mapping) and isinstance(raw.get("volume"), Mapping):
+        raw = raw["volume"]
+    if not isinstance(raw, Mapping) or not raw.get("id"):
+        raise InvalidInput("--volume", "must hold one Cinder volume object with an id")
+    fields = dict(raw)
+    fields.setdefault("volume_type", fields.get("type"))  # the openstack CLI's spelling
+    fields.setdefault("metadata", fields.get("properties"))
+    try:
+        return to_volume(fields)
+    except CinderError as e:
+        raise InvalidInput("--volume", f"unreadable Cinder volume: {e}") from None
 
 
 def content_source_of(pvc: Mapping[str, Any]) -> ContentSource:
-    """What the claim's data comes from, as the controller would record it for the node agent."""
+    """What a new volume's data comes from, as the controller would record it for the node agent.
+
+    An adopting claim never gets here: ``rendered`` records "adopted" only once the adoption was decided.
+    """
     metadata = _mapping(pvc.get("metadata"))
     annotations = _mapping(metadata.get("annotations"))
     spec = _mapping(pvc.get("spec"))
@@ -196,8 +338,6 @@ def content_source_of(pvc: Mapping[str, Any]) -> ContentSource:
         return "snapshot"
     if kind == "PersistentVolumeClaim":
         return "volume"
-    if names.ANN_ADOPT_VOLUME in annotations:
-        return "adopted"
     return "empty"
 
 

@@ -208,6 +208,18 @@ def test_extend_to_same_size_is_refused(cinder: CinderWorld) -> None:
     assert (400, True) == (info.value.status_code, info.value.final)
 
 
+def test_set_volume_metadata_merges(cinder: CinderWorld) -> None:
+    """set_volume_metadata merges (named keys set, others kept; again = same); unknown id → CinderNotFound."""
+    volume = _create(cinder, metadata={"keep": "1", "change": "old"})
+    tags = {"change": "new", names.META_PVC_UID: "uid-1"}
+    cinder.adapter.set_volume_metadata(volume.id, tags)
+    cinder.adapter.set_volume_metadata(volume.id, tags)
+    expected = {names.META_CLUSTER: cinder.cluster, "keep": "1", **tags}
+    assert expected == dict(cinder.adapter.get_volume(volume.id).metadata)
+    with pytest.raises(CinderNotFound):
+        cinder.adapter.set_volume_metadata(VolumeId("00000000-0000-4000-8000-000000000002"), tags)
+
+
 def test_snapshot_crud(cinder: CinderWorld) -> None:
     """Snapshots: create → available, get, list by volume and by metadata, delete → gone."""
     volume = _create(cinder)

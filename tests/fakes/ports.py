@@ -248,6 +248,11 @@ class FakeCinder:
         self._call("extend_volume", volume_id, new_size_gib)
         self._set(self._volume(volume_id, "volume_extend"), size_gib=new_size_gib)
 
+    def set_volume_metadata(self, volume_id: VolumeId, metadata: Mapping[str, str]) -> None:
+        self._call("set_volume_metadata", volume_id, dict(metadata))
+        volume = self._volume(volume_id, "volume_metadata_set")
+        self._set(volume, metadata={**volume.metadata, **metadata})
+
     def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
         self._call("create_attachment", volume_id)
         volume = self._volume(volume_id, "attachment_create")

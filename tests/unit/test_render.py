@@ -357,3 +357,136 @@ def test_console_script(tmp_path: Path) -> None:
     assert [
         "error: driver_volume_type: 'fibre_channel' is not supported (supported: rbd, iscsi)"
     ] == bad.stderr.splitlines()
+
+
+# --- adoption: the controller's decision (flows.adopt.check_adoption), never "adopted" on a guess --------
+
+ADOPT_ID = "9a8b7c6d-0000-4000-8000-00000000ad0b"
+ADOPT_FIELD = f"metadata.annotations[{names.ANN_ADOPT_VOLUME}]"
+
+
+def adoption_files(
+    tmp_path: Path, *, allow: bool = True, claim: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """A copy of sc-rbd-csi.yaml (type ceph-ssd) with allowAdoption, and pvc.yaml adopting ADOPT_ID."""
+    sc = load_sample("sc-rbd-csi.yaml")
+    if allow:
+        sc["parameters"]["allowAdoption"] = "true"
+    pvc = load_sample("pvc.yaml")
+    pvc["metadata"]["annotations"] = {names.ANN_ADOPT_VOLUME: ADOPT_ID}
+    for key, value in (claim or {}).items():
+        pvc[key] = {**pvc.get(key, {}), **value}
+    return write(tmp_path, "sc.json", sc), write(tmp_path, "pvc.json", pvc)
+
+
+def cinder_volume(**fields: Any) -> dict[str, Any]:
+    """The API's GET /volumes/{id} answer for the volume to adopt (free, 5 GiB, type ceph-ssd)."""
+    volume = {
+        "id": ADOPT_ID,
+        "name": "legacy-db",
+        "size": 5,
+        "status": "available",
+        "volume_type": "ceph-ssd",
+        "availability_zone": "nova-2",
+        "metadata": {},
+        "attachments": [],
+        "multiattach": False,
+    }
+    return {"volume": {**volume, **fields}}
+
+
+def test_adoption_with_a_free_volume(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--volume free and big enough → the PV of that volume: its id, its size, contentSource adopted."""
+    sc, pvc = adoption_files(tmp_path)
+    volume = write(tmp_path, "vol.json", cinder_volume())
+    [pv] = items(capsys, "ci-rbd-real.json", sc, pvc, "--volume", volume, "--cluster-id", "c1")
+    csi = pv["spec"]["csi"]
+    assert (ADOPT_ID, "5Gi", "adopted") == (
+        csi["volumeHandle"],
+        pv["spec"]["capacity"]["storage"],
+        csi["volumeAttributes"]["contentSource"],
+    )
+
+
+def test_adoption_without_volume_info_says_what_it_needs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """No --volume: the PV as it would be, and a note with the conditions the volume must meet."""
+    sc, pvc = adoption_files(tmp_path)
+    code, out, err = render(capsys, "ci-rbd-real.json", sc, pvc)
+    [pv] = yaml.safe_load(out)["items"]
+    assert (0, "adopted", ADOPT_ID) == (
+        code,
+        pv["spec"]["csi"]["volumeAttributes"]["contentSource"],
+        pv["spec"]["csi"]["volumeHandle"],
+    )
+    assert [
+        f"note: would adopt volume {ADOPT_ID} if it is available, unattached, untagged, of volume type "
+        "'ceph-ssd' and ≥ 2 GiB (the PV gets the volume's size); pass --volume to check it"
+    ] == err.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("allow", "claim", "volume", "expected"),
+    [
+        (False, None, None, "error: parameters.allowAdoption: StorageClass 'cinder-rbd' does not allow "
+         f"adoption ({ADOPT_FIELD} is set); set allowAdoption: \"true\" on the class or remove the "
+         "annotation"),
+        (True, {"spec": {"dataSource": {"kind": "VolumeSnapshot", "name": "s"}}}, None,
+         f"error: {ADOPT_FIELD}: cannot be combined with spec.dataSource: adopt an existing volume or create "
+         "one from a source, not both"),
+        (True, {"metadata": {"annotations": {names.ANN_ADOPT_VOLUME: ADOPT_ID,
+                                             names.ANN_RESTORE_FROM_SNAPSHOT: "snap-1"}}}, None,
+         f"error: {ADOPT_FIELD}: cannot be combined with metadata.annotations["
+         f"{names.ANN_RESTORE_FROM_SNAPSHOT}]: adopt an existing volume or restore a snapshot, not both"),
+        (True, None, cinder_volume(status="in-use", attachments=[{"attachment_id": "a1"}]),
+         f"error: {ADOPT_FIELD}: volume '{ADOPT_ID}' is in-use (attached to attachments a1); only available, "
+         "unattached volumes can be adopted"),
+        (True, None, cinder_volume(size=1),
+         f"error: {ADOPT_FIELD}: volume '{ADOPT_ID}' has 1 GiB, less than the 2 GiB the claim requests "
+         "(spec.resources.requests.storage)"),
+        (True, None, {"id": ADOPT_ID, "size": 5, "status": "available", "type": "ceph-ssd",
+                      "properties": {names.META_PVC_UID: "someone-else"}},
+         f"error: {ADOPT_FIELD}: volume '{ADOPT_ID}' belongs to another claim ({names.META_PVC_UID}); only "
+         "volumes that no claim owns can be adopted"),
+        (True, None, cinder_volume(volume_type="slow"),
+         f"error: {ADOPT_FIELD}: volume '{ADOPT_ID}' has volume type 'slow', but the class's parameters.type "
+         "is 'ceph-ssd'"),
+        (True, None, cinder_volume(id="another"),
+         f"error: --volume: holds volume 'another', the claim adopts '{ADOPT_ID}'"),
+    ],
+    ids=["not allowed", "with dataSource", "with restore", "in-use", "too small", "another claim's",
+         "other type", "another volume"],
+)  # fmt: skip
+def test_adoption_refusals(  # noqa: PLR0917 - pytest passes parametrized arguments by name
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    allow: bool,
+    claim: dict[str, Any] | None,
+    volume: dict[str, Any] | None,
+    expected: str,
+) -> None:
+    """Whatever the controller would refuse: exit 2, nothing on stdout, the Warning's text on stderr."""
+    sc, pvc = adoption_files(tmp_path, allow=allow, claim=claim)
+    extra = () if volume is None else ("--volume", write(tmp_path, "vol.json", volume), "--cluster-id", "c1")
+    code, out, err = render(capsys, "ci-rbd-real.json", sc, pvc, *extra)
+    assert (2, "", [expected]) == (code, out, err.splitlines())
+
+
+def test_adoption_with_volume_needs_the_cluster_id(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """--volume without --cluster-id: refused (another cluster's tags could not be recognised)."""
+    sc, pvc = adoption_files(tmp_path)
+    code, out, err = render(
+        capsys, "ci-rbd-real.json", sc, pvc, "--volume", write(tmp_path, "v.json", cinder_volume())
+    )
+    assert (2, "") == (code, out)
+    assert err.startswith("error: --cluster-id: ")
+
+
+def test_claim_without_adoption_is_never_adopted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Without the annotation a class allowing adoption still renders a new, empty volume."""
+    sc, _ = adoption_files(tmp_path)
+    [pv] = items(capsys, "ci-rbd-real.json", sc, "pvc.yaml")
+    assert "empty" == pv["spec"]["csi"]["volumeAttributes"]["contentSource"]

@@ -304,6 +304,15 @@ class CinderAdapter:
         _check_id("volume_id", volume_id, "extend_volume")
         self._call("extend_volume", lambda c: c.volumes.extend(volume_id, new_size_gib), idempotent=False)
 
+    def set_volume_metadata(self, volume_id: VolumeId, metadata: Mapping[str, str]) -> None:
+        """POST /volumes/{id}/metadata: merge ``metadata`` into the volume's (a merge: retried safely)."""
+        _check_id("volume_id", volume_id, "set_volume_metadata")
+        self._call(
+            "set_volume_metadata",
+            lambda c: c.volumes.set_metadata(volume_id, dict(metadata)),
+            idempotent=True,
+        )
+
     # --- v3 attachments --------------------------------------------------------------------------------
 
     def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:

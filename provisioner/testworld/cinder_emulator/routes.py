@@ -140,7 +140,8 @@ def _volumes(
                 return 200, {"metadata": s.get_volume(vid)["metadata"]}
             return 200, {"metadata": s.set_metadata(vid, new, replace=method == "PUT")}
 
-        return Route("volume_metadata", metadata)
+        # POST is the adapter's set_volume_metadata (faults and latency are injected by that name).
+        return Route("set_volume_metadata" if method == "POST" else "volume_metadata", metadata)
     if sub == "action" and method == "POST":
         return _volume_action(vid, body, version)
     return None
