@@ -51,6 +51,10 @@ class CinderPort(Protocol):
 
     def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None: ...
 
+    def set_volume_metadata(self, volume_id: VolumeId, metadata: Mapping[str, str]) -> None:
+        """Merge ``metadata`` into the volume's (keys not named stay as they are); CinderNotFound."""
+        ...
+
     # v3 attachments (3.27+, complete 3.44+)
     def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment: ...
 

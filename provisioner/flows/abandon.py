@@ -21,6 +21,7 @@ from provisioner.domain.errors import CinderError, InvalidInput, KubeNotFound, P
 from provisioner.domain.model import DELETING, AttachmentId, ExportMode, Volume, VolumeId
 from provisioner.domain.outcome import DONE, Outcome, requeue
 from provisioner.domain.params import parse_class_parameters
+from provisioner.flows.adopt import adopt_volume_id
 from provisioner.flows.claims import (
     WAITING,
     class_name_of,
@@ -262,6 +263,10 @@ def observe(ctx: Context, pvc: Obj) -> Observed:
                 volume = lookup_volume(ctx, cinder, pv_name, hint)
         except CinderError as e:
             return replace(base, failure=e, failure_cloud=cloud)
+        if volume is not None and volume.id == adopt_volume_id(pvc):
+            # An adopted volume is the admin's data: a claim deleted before its PV existed lets it go
+            # untouched (it keeps the tags it got; the audit lists it). Only a PV's reclaim policy deletes it.
+            return base
         if volume is not None:
             return replace(base, volume=volume, volume_cloud=cloud)
     return base

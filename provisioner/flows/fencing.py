@@ -37,6 +37,7 @@ MUTATIONS: Final = frozenset(
         "create_volume",
         "delete_volume",
         "extend_volume",
+        "set_volume_metadata",
         "create_attachment",
         "complete_attachment",
         "delete_attachment",
@@ -102,6 +103,10 @@ class FencedCinder:
     def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None:
         self._fence("extend_volume")
         self._inner.extend_volume(volume_id, new_size_gib)
+
+    def set_volume_metadata(self, volume_id: VolumeId, metadata: Mapping[str, str]) -> None:
+        self._fence("set_volume_metadata")
+        self._inner.set_volume_metadata(volume_id, metadata)
 
     def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
         self._fence("create_attachment")

@@ -26,6 +26,7 @@ import structlog
 from provisioner.domain import names
 from provisioner.domain.errors import (
     CinderAmbiguous,
+    CinderNotFound,
     CinderQuotaExceeded,
     CinderRateLimited,
     CinderReferenceNotFound,
@@ -40,6 +41,7 @@ from provisioner.domain.outcome import DONE, Outcome, error, final, requeue
 from provisioner.domain.params import ClassParams, parse_class_fields, parse_class_parameters
 from provisioner.domain.quantity import quantity_to_gib
 from provisioner.flows.abandon import abandon
+from provisioner.flows.adopt import Adopt, Refuse, adopt, adopt_volume_id, check_adoption, check_claim
 from provisioner.flows.claims import (
     EXPORTABLE,
     WAITING,
@@ -52,7 +54,7 @@ from provisioner.flows.claims import (
 )
 from provisioner.flows.context import Context, Obj
 from provisioner.flows.duplicates import choose_keeper, remove_duplicates, volumes_of_claim
-from provisioner.flows.export import cleanup_volume, export_volume
+from provisioner.flows.export import cleanup_volume, export_volume, unexport
 from provisioner.flows.sources import VolumeSource, resolve_source
 from provisioner.flows.steps import drive
 from provisioner.mapping.build import (
@@ -98,6 +100,8 @@ class ClaimState:
     waits_for_node: bool = False  # WaitForFirstConsumer without a selected node
     cloud_wait: float = 0.0  # seconds until the cloud may be called again (429)
     failed_wait: float = 0.0  # a final failure recorded on the claim is not due for a retry for this long
+    adopting: bool = False  # the claim names a volume to adopt (netvol.io/adopt-volume)
+    refused: Refuse | None = None  # adoption refused on the claim's side alone (class, id, ambiguity)
     poll_wait: float = 0.0  # seconds until the next Cinder poll is due
 
 
@@ -111,6 +115,7 @@ class VolumeState:
     error_volumes: int = 0  # volumes of this claim that went to error and were replaced
     waited: float = 0.0  # seconds since this replica started on the claim
     deadline_warned: bool = False
+    adoption: Adopt | Refuse | None = None  # for an adopting claim: the verdict on the named volume
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +124,7 @@ class Limits:
 
     max_error_retries: int = 3
     create_deadline_seconds: float = 600.0
+    final_retry_seconds: float = 300.0
 
 
 # ---- steps --------------------------------------------------------------------------------------------
@@ -186,6 +192,13 @@ class ReplaceErrorVolume:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class AdoptVolume:
+    """Tag the admin's volume as this claim's (then it goes on like a created one)."""
+
+    adopt: Adopt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Bind:
     """The volume is usable: export it, map it, create the PV (and Secret), drop the intent."""
 
@@ -202,6 +215,7 @@ Step = (
     | ResolveDuplicates
     | Create
     | ReplaceErrorVolume
+    | AdoptVolume
     | Bind
 )
 
@@ -228,6 +242,8 @@ def decide_claim(c: ClaimState) -> Step:
         return Fail(reason="invalid_parameters", message=f"StorageClass {c.class_name}: {c.bad_class}")
     if c.bad_claim is not None:
         return Fail(reason="invalid_claim", message=f"claim: {c.bad_claim}")
+    if c.refused is not None:
+        return Fail(reason=c.refused.reason, message=str(c.refused.error()))
     if c.waits_for_node:
         return Done()
     if c.failed_wait > 0:
@@ -241,6 +257,8 @@ def decide_claim(c: ClaimState) -> Step:
 
 def decide_volume(c: ClaimState, v: VolumeState, limits: Limits) -> Step:
     """The Cinder step for a claim whose Kubernetes side is in order."""
+    if c.adopting:
+        return _decide_adoption(c, v, limits)
     if v.duplicates:
         return ResolveDuplicates()
     volume = v.volume
@@ -271,6 +289,29 @@ def decide_volume(c: ClaimState, v: VolumeState, limits: Limits) -> Step:
     if volume.status not in EXPORTABLE:
         return Wait(reason=volume.status, poll=True)
     return Bind(volume=volume)
+
+
+def _decide_adoption(c: ClaimState, v: VolumeState, limits: Limits) -> Step:
+    """An adopting claim never creates, replaces or sweeps: it adopts the named volume or fails."""
+    verdict = v.adoption
+    if verdict is None:
+        return Wait(reason="adoption_not_checked", delay=1.0)
+    if isinstance(verdict, Refuse):
+        return Fail(reason=verdict.reason, message=str(verdict.error()), retry=limits.final_retry_seconds)
+    if not c.intent:
+        return PersistIntent()
+    if verdict.tags:
+        return AdoptVolume(adopt=verdict)
+    volume = verdict.volume
+    if volume.status in EXPORTABLE:
+        return Bind(volume=volume)
+    if volume.status in FAILED:
+        return Fail(
+            reason="adopted_volume_error",
+            message=f"adopted Cinder volume {volume.id} is {volume.status}; it is never replaced",
+            retry=limits.final_retry_seconds,
+        )
+    return Wait(reason=volume.status, poll=True)
 
 
 def decide(c: ClaimState, v: VolumeState | None, limits: Limits) -> Step:
@@ -361,6 +402,16 @@ def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | N
             _check_restore_annotation(pvc)
         except InvalidInput as e:
             bad_claim = str(e)
+    adopt_id = adopt_volume_id(pvc)
+    refused = None
+    if params is not None and adopt_id is not None:
+        refused = check_claim(
+            adopt_id=adopt_id,
+            allow=params.allow_adoption,
+            storage_class=sc_name,
+            has_data_source=_has_data_source(pvc),
+            has_restore=bool((meta.get("annotations") or {}).get(names.ANN_RESTORE_FROM_SNAPSHOT)),
+        )
     hint = ctx.hints.get(uid)
     return (
         ClaimState(
@@ -371,6 +422,8 @@ def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | N
             waits_for_node=waits,
             cloud_wait=ctx.cloud_wait(params.cloud) if params is not None else 0.0,
             failed_wait=failure_wait(pvc, sc, now=ctx.wall()),
+            adopting=adopt_id is not None,
+            refused=refused,
             poll_wait=ctx.poll_not_due(hint),
         ),
         sc,
@@ -433,6 +486,9 @@ def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
         waited=ctx.clock() - hint.started,
         deadline_warned=hint.deadline_warned,
     )
+    adopt_id = adopt_volume_id(pvc)
+    if adopt_id is not None:
+        return replace(base, adoption=_check_named_volume(ctx, cinder, pvc, params, adopt_id))
     try:
         volume = lookup_volume(ctx, cinder, names.pv_name_for(uid), hint)
     except CinderAmbiguous:
@@ -441,6 +497,41 @@ def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
         return replace(base, in_flight_wait=other_create_in_flight(ctx, pvc))
     hint.volume_id = volume.id
     return replace(base, volume=volume)
+
+
+def _has_data_source(pvc: Obj) -> bool:
+    spec = pvc.get("spec") or {}
+    return bool(spec.get("dataSource") or spec.get("dataSourceRef"))
+
+
+def _check_named_volume(
+    ctx: Context, cinder: Any, pvc: Obj, params: ClassParams, adopt_id: object
+) -> Adopt | Refuse:
+    """Read the volume the claim names (its id was checked on the claim's side) and judge it."""
+    meta = pvc["metadata"]
+    try:
+        volume = cinder.get_volume(VolumeId(str(adopt_id)))
+    except CinderNotFound:
+        volume = None
+    spec = pvc.get("spec") or {}
+    return check_adoption(
+        adopt_id=adopt_id,
+        volume=volume,
+        claim_uid=meta["uid"],
+        claim_namespace=meta["namespace"],
+        claim_name=meta["name"],
+        cluster_id=ctx.settings.cluster_id,
+        requested_gib=quantity_to_gib(
+            str(((spec.get("resources") or {}).get("requests") or {}).get("storage", ""))
+        ),
+        class_type=params.volume_type,
+        allow=params.allow_adoption,
+        storage_class=class_name_of(pvc),
+        has_data_source=_has_data_source(pvc),
+        has_restore=bool((meta.get("annotations") or {}).get(names.ANN_RESTORE_FROM_SNAPSHOT)),
+        identity=ctx.settings.identity,
+        cloud=params.cloud or ctx.settings.default_cloud,
+    )
 
 
 def _observe(ctx: Context, key: str, seen: list[_Seen | None]) -> _Seen | None:
@@ -464,6 +555,7 @@ def reconcile_claim(ctx: Context, key: str) -> Outcome:
     limits = Limits(
         max_error_retries=ctx.settings.max_error_retries,
         create_deadline_seconds=ctx.settings.create_deadline_seconds,
+        final_retry_seconds=ctx.settings.final_retry_seconds,
     )
     seen: list[_Seen | None] = [None]
 
@@ -567,6 +659,9 @@ def execute(ctx: Context, s: _Seen, step: Step) -> Outcome | None:
             )
         ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, msg + "; retrying")
         return error("volume_error", msg)
+    if isinstance(step, AdoptVolume):
+        adopt(ctx, cinder, step.adopt)
+        return None  # observe again: the volume now carries our tags
     if isinstance(step, Bind):
         return _bind(ctx, pvc, sc=s.sc, params=s.params, cinder=cinder, volume=step.volume)
     return error("unexpected_step", f"no executor for {type(step).__name__}")  # LookUp never gets here
@@ -653,7 +748,7 @@ def _bind(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, 
         )
     except InvalidInput as e:
         # Unmappable export (unsupported type, malformed data): give the volume back, fail finally.
-        cleanup_volume(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
+        _give_back(ctx, pvc, cinder, volume, exported)
         ctx.hints.get(uid).volume_id = None
         return _fail(ctx, pvc, sc_name, type(e).__name__, f"cannot use Cinder volume {volume.id}: {e}")
     outcome = _create_objects(
@@ -706,7 +801,7 @@ def _create_objects(
             created = live
         else:
             # Not ours: never take a 409 as success (the leak the Go provisioner had). Give our volume back.
-            cleanup_volume(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
+            _give_back(ctx, pvc, cinder, volume, exported)
             ctx.hints.drop(pvc["metadata"]["uid"])
             return _fail(
                 ctx,
@@ -734,12 +829,22 @@ def _create_objects(
     return None
 
 
+def _give_back(ctx: Context, pvc: Obj, cinder: Any, volume: Volume, exported: Any) -> None:
+    """Undo an export that cannot be used; delete the volume only if we created it (never an adopted one)."""
+    if adopt_volume_id(pvc) == volume.id:
+        unexport(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
+    else:
+        cleanup_volume(ctx, cinder, volume.id, exported.attachment_id, exported.mode)
+
+
 def _needs_grow(pvc: Obj, volume: Volume) -> bool:
     return volume.snapshot_id is not None or volume.source_volid is not None
 
 
 def resolve_content_kind(pvc: Obj, volume: Volume) -> ContentSource:
     """What the node agent may do with a blank device: only "empty" volumes are ever formatted."""
+    if adopt_volume_id(pvc) == volume.id:
+        return "adopted"  # tagged as the claim's by adoption: still the admin's data, never formatted
     if volume.snapshot_id:
         return "snapshot"
     if volume.source_volid:

@@ -21,7 +21,6 @@ from provisioner.flows.adopt import (
     check_adoption,
     check_claim,
 )
-from provisioner.flows.fencing import FencedCinder
 from tests.fakes.ports import make_context
 
 UID, CLUSTER, VID = "u-1", "cluster-a", "vol-1"
@@ -172,12 +171,6 @@ def test_adopt_tags_the_volume_once() -> None:
     )
 
 
-@pytest.mark.xfail(
-    not hasattr(FencedCinder, "set_volume_metadata"),
-    reason="set_volume_metadata is not in FencedCinder yet (provisioner/flows/fencing.py, in progress)",
-    raises=AttributeError,
-    strict=True,
-)
 def test_adopt_is_fenced() -> None:
     """Without the lease the tags are never sent (the step raises NotLeader)."""
     world = make_context()

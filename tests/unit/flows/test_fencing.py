@@ -22,6 +22,7 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "find_volume": ((), {"name": "vol-v1", "cluster": "c"}),
     "list_volumes": ((), {"metadata": {}}),
     "delete_volume": ((VolumeId("v2"),), {"cascade": False}),
+    "set_volume_metadata": ((VolumeId("v2"), {"k": "v"}), {}),
     "extend_volume": ((V, 2), {}),
     "create_attachment": ((V, CONNECTOR), {}),
     "complete_attachment": ((A,), {}),

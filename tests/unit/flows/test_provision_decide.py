@@ -10,8 +10,10 @@ import pytest
 from provisioner.domain import names
 from provisioner.domain.errors import CinderReferenceNotFound, CinderUnavailable
 from provisioner.domain.model import CreateVolumeRequest, SnapshotId, Volume, VolumeId
+from provisioner.flows.adopt import Adopt, Refuse
 from provisioner.flows.provision import (
     Abandon,
+    AdoptVolume,
     Bind,
     ClaimState,
     Create,
@@ -30,6 +32,7 @@ from provisioner.flows.provision import (
     decide_volume,
     reconcile_claim,
     reference_error,
+    resolve_content_kind,
 )
 from tests.fakes.ports import make_context
 
@@ -318,3 +321,94 @@ def test_a_changed_claim_is_retried_despite_a_recorded_failure() -> None:
     world.kube.put("storageclasses", {**sc, "metadata": {**sc["metadata"], "resourceVersion": "2"}})
     assert "requeue" == reconcile_claim(world.ctx, "ns/data").kind  # created; now polling
     assert 2 == world.cinder.methods_called().count("create_volume")
+
+
+# ---- adoption ------------------------------------------------------------------------------------------
+
+ADOPTING = replace(INTENT, adopting=True)
+REFUSAL = Refuse(field="parameters.allowAdoption", message="not allowed", reason="adoption_not_allowed")
+
+
+@pytest.mark.parametrize(
+    ("claim", "volume", "expected"),
+    [
+        pytest.param(
+            ADOPTING, VolumeState(), Wait(reason="adoption_not_checked", delay=1.0), id="no-verdict-yet"
+        ),
+        pytest.param(
+            ADOPTING,
+            VolumeState(adoption=REFUSAL),
+            Fail(reason="adoption_not_allowed", message="parameters.allowAdoption: not allowed", retry=300.0),
+            id="refused",
+        ),
+        pytest.param(
+            replace(ADOPTING, intent=False),
+            VolumeState(adoption=Adopt(volume=vol(), tags={"k": "v"})),
+            PersistIntent(),
+            id="intent-first",
+        ),
+        pytest.param(
+            ADOPTING,
+            VolumeState(adoption=Adopt(volume=vol(), tags={"k": "v"})),
+            AdoptVolume(adopt=Adopt(volume=vol(), tags={"k": "v"})),
+            id="tag-it",
+        ),
+        pytest.param(
+            ADOPTING, VolumeState(adoption=Adopt(volume=vol())), Bind(volume=vol()), id="tagged-bind"
+        ),
+        pytest.param(
+            ADOPTING,
+            VolumeState(adoption=Adopt(volume=vol("error"))),
+            Fail(
+                reason="adopted_volume_error",
+                message="adopted Cinder volume v1 is error; it is never replaced",
+                retry=300.0,
+            ),
+            id="tagged-error-never-replaced",
+        ),
+        pytest.param(
+            ADOPTING,
+            VolumeState(adoption=Adopt(volume=vol("attaching")), duplicates=True),
+            Bind(volume=vol("attaching")),
+            id="never-sweeps-duplicates",
+        ),
+        pytest.param(
+            ADOPTING,
+            VolumeState(adoption=Adopt(volume=vol("maintenance"))),
+            Wait(reason="maintenance", poll=True),
+            id="tagged-waits",
+        ),
+    ],
+)
+def test_decide_adoption(claim: ClaimState, volume: VolumeState, expected: Step) -> None:
+    """An adopting claim adopts the named volume or fails; it never creates, replaces or sweeps."""
+    assert expected == decide_volume(claim, volume, LIMITS)
+
+
+def test_claim_side_adoption_refusal_fails_before_cinder() -> None:
+    """A refusal found on the claim alone (class disallows) is a Fail without looking Cinder up."""
+    expected = Fail(reason="adoption_not_allowed", message="parameters.allowAdoption: not allowed")
+    assert expected == decide_claim(replace(CLAIM, adopting=True, refused=REFUSAL))
+
+
+def test_adoption_on_fakes_tags_and_never_deletes_the_admins_volume() -> None:
+    """Allowed + available + untagged: tagged once, no create; an unmappable export only unexports it."""
+    world = make_context()
+    world.cinder.add_volume("adm-1", name="legacy-data", size_gib=2)
+    _claim(world, {names.ANN_ADOPT_VOLUME: "adm-1"})
+    sc = world.kube.find("storageclasses", "fast")
+    assert sc is not None
+    world.kube.put("storageclasses", {**sc, "parameters": {"allowAdoption": "true"}})
+    reconcile_claim(world.ctx, "ns/data")  # the fake's connection info does not map: the export is undone
+    called = world.cinder.methods_called()
+    assert "create_volume" not in called
+    assert "delete_volume" not in called
+    assert 1 == called.count("set_volume_metadata")
+    assert UID == world.cinder.volumes[VolumeId("adm-1")].metadata[names.META_PVC_UID]
+
+
+def test_content_kind_of_an_adopted_volume_stays_adopted_after_tagging() -> None:
+    """After tagging, the volume carries the claim's uid; it must still never be formatted."""
+    pvc = {"metadata": {"uid": UID, "annotations": {names.ANN_ADOPT_VOLUME: "v1"}}}
+    tagged = replace(vol(), metadata={names.META_PVC_UID: UID})
+    assert "adopted" == resolve_content_kind(pvc, tagged)
