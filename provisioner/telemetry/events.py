@@ -11,11 +11,11 @@ Writes happen on a background thread: a slow API server never blocks a reconcile
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import re
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from provisioner.domain.errors import KubeError
+from provisioner.domain.errors import KubeAlreadyExists, KubeError
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,18 @@ ANN_REQUEST_ID = "netvol.io/request-id"
 _REQUEST_ID = re.compile(r"\s*\(?request[_ -]id[=: ]+(req-[0-9A-Za-z-]+)\)?")
 #: An Event's name is ``<object>.<16 hex>`` and must fit in 253 characters.
 _MAX_OBJECT_NAME = 253 - 17
+
+
+def event_name(meta: Mapping[str, Any], type_: str, reason: str, message: str) -> str:
+    """``<object>.<16 hex>`` from (object uid, type, reason, message): the same for every replica.
+
+    So a new leader that records the same failure bumps the Event the old leader created (its create
+    answers AlreadyExists) instead of starting another one: one Event per claim and reason, count rising.
+    """
+    digest = hashlib.sha256(
+        "\x00".join((str(meta.get("uid", "")), type_, reason, message)).encode()
+    ).hexdigest()[:16]
+    return f"{str(meta.get('name', 'unknown'))[:_MAX_OBJECT_NAME]}.{digest}"
 
 
 def split_request_id(message: str) -> tuple[str, str | None]:
@@ -54,6 +66,8 @@ VOLUME_DELETE_WAITING = "VolumeDeleteWaiting"
 
 class EventWriter(Protocol):
     """The slice of the Kubernetes adapter the recorder needs."""
+
+    def get(self, resource: str, name: str, *, namespace: str | None = None) -> Any: ...
 
     def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Any: ...
 
@@ -127,7 +141,7 @@ class EventRecorder:
                 self._q.put(("patch", seen.namespace, {"name": seen.name, "patch": patch}))
                 return
             namespace = meta.get("namespace") or "default"
-            name = f"{str(meta.get('name', 'unknown'))[:_MAX_OBJECT_NAME]}.{uuid.uuid4().hex[:16]}"
+            name = event_name(meta, type_, reason, message)
             ts = _now()
             self._seen[key] = _Seen(name, namespace, 1, ts, 1, now, now)
             while len(self._seen) > self._max:
@@ -169,7 +183,17 @@ class EventRecorder:
                     return
                 op, namespace, body = item
                 if op == "create":
-                    self._writer.create("events", body, namespace=namespace)
+                    try:
+                        self._writer.create("events", body, namespace=namespace)
+                    except KubeAlreadyExists:  # another replica (an earlier leader) recorded it: bump it
+                        live = self._writer.get("events", body["metadata"]["name"], namespace=namespace)
+                        self._writer.patch(
+                            "events",
+                            body["metadata"]["name"],
+                            {"count": int(live.get("count") or 1) + 1, "lastTimestamp": _now()},
+                            namespace=namespace,
+                            patch_type="merge",
+                        )
                 else:
                     self._writer.patch(
                         "events", body["name"], body["patch"], namespace=namespace, patch_type="merge"

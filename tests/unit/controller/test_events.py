@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from provisioner.domain.errors import KubeAlreadyExists
 from provisioner.telemetry.events import EventRecorder
 
 
@@ -63,3 +64,39 @@ def test_cluster_scoped_object_events_go_to_default_namespace() -> None:
     ev = writer.created[0]
     assert ("default", "PersistentVolume") == (ev["metadata"]["namespace"], ev["involvedObject"]["kind"])
     assert "namespace" not in ev["involvedObject"]
+
+
+class SharedWriter(FakeWriter):
+    """An API server's events: a second create with the same name is AlreadyExists."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objects: dict[str, dict[str, Any]] = {}
+
+    def create(self, resource: str, obj: Any, *, namespace: str | None = None) -> Any:
+        name = obj["metadata"]["name"]
+        if name in self.objects:
+            raise KubeAlreadyExists(f"events {name!r} already exists", status_code=409)
+        self.objects[name] = dict(obj)
+        return super().create(resource, obj, namespace=namespace)
+
+    def get(self, resource: str, name: str, *, namespace: str | None = None) -> Any:
+        return self.objects[name]
+
+    def patch(
+        self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = "merge"
+    ) -> Any:
+        self.objects[name].update({k: v for k, v in patch.items() if k != "metadata"})
+        return super().patch(resource, name, patch, namespace=namespace, patch_type=patch_type)
+
+
+def test_a_new_leader_bumps_the_event_the_old_leader_created() -> None:
+    """Event names are deterministic, so two replicas recording one failure make one Event, count 2."""
+    writer = SharedWriter()
+    for instance in ("r0", "r1"):
+        recorder = EventRecorder(writer, component="c", instance=instance)
+        recorder.event(PVC, "Warning", "ProvisioningFailed", "parameters.type: no such type request_id=req-1")
+        recorder.close()
+    (event,) = writer.objects.values()
+    assert 2 == event["count"]
+    assert "parameters.type: no such type" == event["message"]
