@@ -172,15 +172,21 @@ def test_summary_reports_bad_claim_violations_and_healthy_percentiles() -> None:
     """A bad claim over its bounds is a violation each; healthy claims only get p50/max."""
     seen = {
         U1: cm.Seen(cinder=[100.0 + i for i in range(30)], writes=[101.0, 102.0]),
-        U2: cm.Seen(cinder=[100.0 + i / 10 for i in range(20)] + [170.0], writes=[101.0], event_objects=4),
+        U2: cm.Seen(
+            cinder=[100.0 + i / 10 for i in range(20)] + [170.0],
+            writes=[101.0],
+            event_objects=4,
+            event_duplicates=1,
+        ),
     }
-    out = cm.summarize([HEALTHY, BAD], seen, unattributed={"auth": 5}, bounds=cm.Bounds())
+    out = cm.summarize([HEALTHY, BAD], seen, unattributed={"auth": 5}, bounds=cm.Bounds(bad_events=3))
     assert {
         "calls_window": 20,
         "writes_window": 1,
         "event_objects": 4,
         "events": 0,
         "event_reasons": 0,
+        "event_duplicates": 1,
         "event_instances": 0,
         "calls_per_second_max": 10,
         "calls": 21,
@@ -194,9 +200,15 @@ def test_summary_reports_bad_claim_violations_and_healthy_percentiles() -> None:
     assert [
         "bad-restore-0 (bad_restore): 20 Cinder calls in its first 60 s (bound 12)",
         "bad-restore-0 (bad_restore): 4 Event objects (bound 3)",
+        "bad-restore-0 (bad_restore): 1 duplicate Event objects (bound 0)",
     ] == out["violations"]
     assert out["bounds_ok"] is False
-    assert cm.summarize([HEALTHY, BAD], seen, {}, cm.Bounds(bad_calls=50, bad_events=5))["bounds_ok"] is True
+    assert (
+        cm.summarize([HEALTHY, BAD], seen, {}, cm.Bounds(bad_calls=50, bad_events=5, bad_event_duplicates=1))[
+            "bounds_ok"
+        ]
+        is True
+    )
 
 
 def test_calls_per_second_bound_applies_to_every_claim_when_set() -> None:

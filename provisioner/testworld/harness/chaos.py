@@ -462,6 +462,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--bound-bad-events", type=int, default=d.bad_events, help="Event objects per claim")
     parser.add_argument(
+        "--bound-bad-event-duplicates",
+        type=int,
+        default=d.bad_event_duplicates,
+        help="Event objects beyond one per (claim, type, reason, message)",
+    )
+    parser.add_argument(
         "--bound-calls-per-second", type=int, default=None, help="any one claim (default: report only)"
     )
     args = parser.parse_args(argv)
@@ -471,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad_calls=args.bound_bad_calls,
         bad_writes=args.bound_bad_writes,
         bad_events=args.bound_bad_events,
+        bad_event_duplicates=args.bound_bad_event_duplicates,
         calls_per_second=args.bound_calls_per_second,
     )
     summary = run(

@@ -50,6 +50,7 @@ class Seen:
     writes: list[float] = field(default_factory=list)  # PATCH/PUT times on the claim, sorted
     event_objects: int = 0
     event_count: int = 0  # sum of Event.count
+    event_duplicates: int = 0  # Event objects beyond one per (type, reason, message): not aggregated
     event_reasons: int = 0  # distinct reasons (objects > reasons: the same reason was not aggregated)
     event_instances: int = 0  # distinct reportingInstance: each new leader starts its own Event objects
 
@@ -61,7 +62,8 @@ class Bounds:
     window_seconds: float = 60.0
     bad_calls: int = 12
     bad_writes: int = 12
-    bad_events: int = 3  # Event objects per claim: one per reason, count rising
+    bad_events: int = 6  # Event objects per claim (one per distinct type/reason/message, count rising)
+    bad_event_duplicates: int = 0  # the rule: one Event per (claim, reason, message), never more
     calls_per_second: int | None = None  # any one claim; None = report only
 
 
@@ -141,6 +143,7 @@ def claim_events(events: Iterable[Mapping[str, Any]], claims: Iterable[Claim]) -
     out: dict[str, Seen] = {}
     reasons: dict[str, set[str]] = {}
     instances: dict[str, set[str]] = {}
+    keys: dict[str, set[tuple[str, str, str]]] = {}
     for e in events:
         obj = e.get("involvedObject") or {}
         if obj.get("kind") not in (None, "PersistentVolumeClaim"):
@@ -156,6 +159,10 @@ def claim_events(events: Iterable[Mapping[str, Any]], claims: Iterable[Claim]) -
         s.event_count += int(e.get("count") or 1)
         reasons.setdefault(uid, set()).add(str(e.get("reason") or ""))
         s.event_reasons = len(reasons[uid])
+        keys.setdefault(uid, set()).add(
+            (str(e.get("type") or ""), str(e.get("reason") or ""), str(e.get("message") or ""))
+        )
+        s.event_duplicates = s.event_objects - len(keys[uid])
         instances.setdefault(uid, set()).add(str(e.get("reportingInstance") or ""))
         s.event_instances = len(instances[uid])
     return out
@@ -233,6 +240,7 @@ def summarize(
             "event_objects": s.event_objects,
             "events": s.event_count,
             "event_reasons": s.event_reasons,
+            "event_duplicates": s.event_duplicates,
             "event_instances": s.event_instances,
             "calls_per_second_max": rate,
             "calls": len(s.cinder),
@@ -242,6 +250,7 @@ def summarize(
             ("calls_window", bounds.bad_calls, f"Cinder calls in its first {w:g} s"),
             ("writes_window", bounds.bad_writes, f"claim writes in its first {w:g} s"),
             ("event_objects", bounds.bad_events, "Event objects"),
+            ("event_duplicates", bounds.bad_event_duplicates, "duplicate Event objects"),
         ):
             if row[key] > bound:
                 violations.append(f"{c.name} ({c.kind}): {row[key]} {what} (bound {bound})")
@@ -255,6 +264,7 @@ def summarize(
         "bad_calls_window_max": worst("calls_window"),
         "bad_writes_window_max": worst("writes_window"),
         "bad_event_objects_max": worst("event_objects"),
+        "bad_event_duplicates_max": worst("event_duplicates"),
         "bad_calls_per_second_max": worst("calls_per_second_max"),
         "healthy_calls_p50": percentile(calls, 50),
         "healthy_calls_max": max(calls, default=0),
