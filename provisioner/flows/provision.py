@@ -499,6 +499,12 @@ def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
     return replace(base, volume=volume)
 
 
+def _requested_gib(pvc: Obj) -> int:
+    """The claim's storage request in GiB, rounded up (what a create asks for, what adoption needs)."""
+    spec = pvc.get("spec") or {}
+    return quantity_to_gib(str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")))
+
+
 def _has_data_source(pvc: Obj) -> bool:
     spec = pvc.get("spec") or {}
     return bool(spec.get("dataSource") or spec.get("dataSourceRef"))
@@ -513,7 +519,6 @@ def _check_named_volume(
         volume = cinder.get_volume(VolumeId(str(adopt_id)))
     except CinderNotFound:
         volume = None
-    spec = pvc.get("spec") or {}
     return check_adoption(
         adopt_id=adopt_id,
         volume=volume,
@@ -521,9 +526,7 @@ def _check_named_volume(
         claim_namespace=meta["namespace"],
         claim_name=meta["name"],
         cluster_id=ctx.settings.cluster_id,
-        requested_gib=quantity_to_gib(
-            str(((spec.get("resources") or {}).get("requests") or {}).get("storage", ""))
-        ),
+        requested_gib=_requested_gib(pvc),
         class_type=params.volume_type,
         allow=params.allow_adoption,
         storage_class=class_name_of(pvc),
@@ -676,8 +679,7 @@ def _create(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any
     if live is None:
         return requeue(0.0, "claim_changed")
     meta = live["metadata"]
-    spec = live.get("spec") or {}
-    size = quantity_to_gib(str(((spec.get("resources") or {}).get("requests") or {}).get("storage", "")))
+    size = _requested_gib(live)
     source = resolve_source(ctx, live, params, cinder)
     pv_name = names.pv_name_for(meta["uid"])
     metadata = {
