@@ -318,6 +318,7 @@ def run(
                 f"attachments={len(v.get('attachments') or [])}",
                 file=out,
             )
+            _forensics(out, v, emu.calls(), sim.requests)
         h.sample_workers()
         bad_claims = [c for c in claims if c.kind != "healthy"]
         bad_bound = _bound(sim, bad_claims)
@@ -501,3 +502,21 @@ def _defects(summary: dict[str, Any]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _forensics(out: Any, volume: dict[str, Any], calls: list[Any], requests: list[Any]) -> None:
+    """Print a leaked volume's story: every Cinder call naming it, every API request on its claim or PV."""
+    vid = str(volume["id"])
+    md = volume.get("metadata") or {}
+    claim = str(md.get(names.META_PVC_NAME) or "")
+    pv = str(volume.get("name") or "")
+    t0 = min([c.at for c in calls] + [r.at for r in requests] or [0.0])
+    story: list[tuple[float, str]] = []
+    for c in calls:
+        if vid in c.path or c.result_id == vid or (pv and pv in repr(c.body)):
+            story.append((c.at, f"cinder {c.method} {c.path} {c.operation} -> {c.status} {c.request_id}"))
+    for r in requests:
+        if not r.watch and ((claim and claim in r.path) or (pv and pv in r.path)):
+            story.append((r.at, f"kube {r.method} {r.path}?{r.query} -> {r.status}"))
+    for at, line in sorted(story):
+        print(f"    {at - t0:9.3f} {line}", file=out)
