@@ -97,6 +97,10 @@ class Harness:
         self.stats = {"kills": 0, "crash_points": 0, "terms": 0, "cuts": 0, "faults": 0}
         self.lock = threading.Lock()
         self.deaths = cm.WorkerDeaths()
+        self.timeline: list[tuple[float, str]] = []  # what the harness did and when (for a leak's story)
+
+    def note(self, what: str) -> None:
+        self.timeline.append((time.monotonic(), f"chaos {what}"))
 
     def sample_workers(self) -> None:
         """Count worker threads that ended while their replica is still running."""
@@ -112,6 +116,7 @@ class Harness:
             if self.armed.get(identity) == point:
                 self.armed.pop(identity, None)
                 self.stats["crash_points"] += 1
+                self.note(f"{identity} crashes at {point}")
                 raise SimulatedCrash(point)
 
         r = Replica(
@@ -129,6 +134,7 @@ class Harness:
             final_retry_seconds=30.0,
         )
         r.start()
+        self.note(f"{identity} started")
         self.replicas.append(r)
         return r
 
@@ -151,11 +157,14 @@ class Harness:
         leader = self.leader()
         if leader is not None and roll < 0.004:
             leader.crash()
+            self.note(f"{leader.identity} killed")
             self.stats["kills"] += 1
         elif leader is not None and roll < 0.02:
-            self.armed.setdefault(leader.identity, rng.choice(CRASH_POINTS))
+            point = self.armed.setdefault(leader.identity, rng.choice(CRASH_POINTS))
+            self.note(f"{leader.identity} armed at {point}")
         elif leader is not None and roll < 0.022:
             threading.Thread(target=leader.terminate, daemon=True).start()
+            self.note(f"{leader.identity} terminated")
             self.stats["terms"] += 1
         elif leader is not None and roll < 0.024 and leader.elector is not None:
             client: Any = leader.elector._client
@@ -164,6 +173,7 @@ class Harness:
                 raise KubeUnavailable("lease renewals cut by chaos")
 
             client.replace = cut
+            self.note(f"{leader.identity} lease renewals cut")
             self.stats["cuts"] += 1
         elif roll < 0.05:
             op = rng.choice(FAULT_OPS)
@@ -318,7 +328,7 @@ def run(
                 f"attachments={len(v.get('attachments') or [])}",
                 file=out,
             )
-            _forensics(out, v, emu.calls(), sim.requests)
+            _forensics(out, v, emu.calls(), sim.requests, h.timeline)
         h.sample_workers()
         bad_claims = [c for c in claims if c.kind != "healthy"]
         bad_bound = _bound(sim, bad_claims)
@@ -504,19 +514,25 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-def _forensics(out: Any, volume: dict[str, Any], calls: list[Any], requests: list[Any]) -> None:
+def _forensics(
+    out: Any, volume: dict[str, Any], calls: list[Any], requests: list[Any], timeline: list[tuple[float, str]]
+) -> None:
     """Print a leaked volume's story: every Cinder call naming it, every API request on its claim or PV."""
     vid = str(volume["id"])
     md = volume.get("metadata") or {}
     claim = str(md.get(names.META_PVC_NAME) or "")
     pv = str(volume.get("name") or "")
     t0 = min([c.at for c in calls] + [r.at for r in requests] or [0.0])
-    story: list[tuple[float, str]] = []
+    story: list[tuple[float, str]] = list(timeline)
     for c in calls:
         if vid in c.path or c.result_id == vid or (pv and pv in repr(c.body)):
             story.append((c.at, f"cinder {c.method} {c.path} {c.operation} -> {c.status} {c.request_id}"))
     for r in requests:
         if not r.watch and ((claim and claim in r.path) or (pv and pv in r.path)):
             story.append((r.at, f"kube {r.method} {r.path}?{r.query} -> {r.status}"))
+    if len(story) > len(timeline):  # only the harness's actions around this volume's life
+        first = min(at for at, _ in story[len(timeline) :]) - 5
+        last = max(at for at, _ in story[len(timeline) :]) + 5
+        story = [(at, line) for at, line in story if first <= at <= last]
     for at, line in sorted(story):
         print(f"    {at - t0:9.3f} {line}", file=out)
