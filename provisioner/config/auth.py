@@ -20,14 +20,18 @@ Supported ``auth_type`` values:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from keystoneauth1 import loading
 
+from provisioner.config.documents import DocumentError, load_yaml, read_text
 from provisioner.domain.errors import ConfigError
+from provisioner.domain.numbers import finite_float
 
 #: Our spelling → keystoneauth1 loader name.
 AUTH_TYPE_ALIASES: Mapping[str, str] = {
@@ -48,6 +52,10 @@ CLOUDS_YAML_SEARCH = (
     "/etc/openstack/clouds.yaml",
 )
 _REDACTED = "<redacted>"
+#: Options whose values are URLs keystoneauth or the Cinder client will connect to.
+_URL_OPTIONS = ("auth_url", "endpoint")
+_MICROVERSION = re.compile(r"3\.[0-9]{1,3}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,19 +154,90 @@ def _check_auth(auth_type: str, auth: Mapping[str, str], prefix: str) -> None:
             raise ConfigError(f"{prefix}.auth.endpoint", "must be an http(s) URL")
 
 
-def _as_str_map(value: object, field_name: str) -> dict[str, str]:
+def _as_str_map(value: object, field_name: str, *, secret: frozenset[str] = frozenset()) -> dict[str, str]:
+    """A mapping of option → string. Values are never echoed in errors (some of them are secrets).
+
+    Integers are taken as written (``project_id: 1234``) except for the options in ``secret``, where YAML's
+    reading of a bare number can change it (``0777`` is 511, ``1_000`` is 1000): those must be quoted.
+    Fractions are refused everywhere for the same reason (``1.10`` would become ``1.1``).
+    """
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise ConfigError(field_name, "must be a mapping")
+        raise ConfigError(field_name, f"must be a mapping, not {_kind(value)}")
     out: dict[str, str] = {}
     for k, v in value.items():
+        key = f"{field_name}.{k}"
         if v is None:
             continue
-        if isinstance(v, bool | dict | list):
-            raise ConfigError(f"{field_name}.{k}", "must be a string")
-        out[str(k)] = str(v)
+        if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool) and str(k) in secret):
+            raise ConfigError(
+                key, "must be a string: quote it in YAML (a bare number may be read differently)"
+            )
+        if not isinstance(v, str | int) or isinstance(v, bool):
+            raise ConfigError(key, f"must be a string, not {_kind(v)}")
+        text = str(v)
+        if _CONTROL.search(text):
+            raise ConfigError(key, "must not contain control characters (newline, tab, NUL …)")
+        out[str(k)] = text
     return out
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
+
+
+def _check_url(value: str, field_name: str) -> str:
+    """An ``http(s)://host[:port]/…`` URL, else ``ConfigError`` (``auth_url: keystone`` has no scheme)."""
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ConfigError(
+            field_name, "must be an http:// or https:// URL with a host (e.g. https://keystone:5000/v3)"
+        )
+    if any(c.isspace() for c in value):
+        raise ConfigError(field_name, "must not contain whitespace")
+    return value
+
+
+def _optional_str(entry: Mapping[str, Any], key: str, prefix: str) -> str | None:
+    value = entry.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{prefix}.{key}", f"must be a string, not {_kind(value)}")
+    if _CONTROL.search(value):
+        raise ConfigError(f"{prefix}.{key}", "must not contain control characters")
+    return value
+
+
+def _check_cacert(path: str, field_name: str) -> str:
+    """The CA bundle must exist and be readable now, not on the first TLS handshake minutes later."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(
+            field_name, f"{path!r} is not a file" if file.exists() else f"{path!r} does not exist"
+        )
+    if not os.access(file, os.R_OK):
+        raise ConfigError(field_name, f"{path!r} is not readable")
+    return str(file)
+
+
+def _microversion(raw: object, field_name: str) -> str | None:
+    if raw is None:
+        return None
+    if isinstance(raw, float | int) and not isinstance(raw, bool):
+        raise ConfigError(
+            field_name,
+            f'must be a quoted string such as "3.50": unquoted, YAML reads {raw!r} as a number '
+            f"(3.50 becomes 3.5, another microversion)",
+        )
+    if not isinstance(raw, str) or not _MICROVERSION.fullmatch(raw.strip()):
+        raise ConfigError(field_name, 'must look like "3.N" (a quoted string, e.g. "3.44")')
+    return raw.strip()
 
 
 def _as_bool(value: object, field_name: str) -> bool:
@@ -202,51 +281,50 @@ def cloud_from_entry(name: str, entry: Mapping[str, Any], *, prefix: str, strict
         for key in entry:
             if key not in _CLOUD_KEYS:
                 raise ConfigError(f"{prefix}.{key}", "unknown setting")
-    auth = _as_str_map(entry.get("auth"), f"{prefix}.auth")
+    raw_auth = entry.get("auth")
     raw_type = entry.get("auth_type")
     if raw_type is None:
-        raw_type = "v3applicationcredential" if "application_credential_secret" in auth else "password"
+        has_secret = isinstance(raw_auth, Mapping) and "application_credential_secret" in raw_auth
+        raw_type = "v3applicationcredential" if has_secret else "password"
     auth_type = _canonical_auth_type(raw_type, f"{prefix}.auth_type")
+    secret = frozenset(_secret_option_names(auth_type))
+    auth = _as_str_map(raw_auth, f"{prefix}.auth", secret=secret)
     _check_auth(auth_type, auth, prefix)
-    interface = str(entry.get("interface") or "public").removesuffix("URL")
+    for key in _URL_OPTIONS:
+        if auth.get(key):
+            _check_url(auth[key], f"{prefix}.auth.{key}")
+    interface = (_optional_str(entry, "interface", prefix) or "public").removesuffix("URL")
     if interface not in INTERFACES:
         raise ConfigError(f"{prefix}.interface", f"must be one of {', '.join(INTERFACES)}")
     insecure = _as_bool(entry.get("insecure", False), f"{prefix}.insecure")
     if "verify" in entry:
         insecure = insecure or not _as_bool(entry["verify"], f"{prefix}.verify")
-    cacert = entry.get("cacert") or None
+    cacert = _optional_str(entry, "cacert", prefix)
     if cacert is not None and insecure:
         raise ConfigError(f"{prefix}.insecure", "contradicts cacert: either verify with a CA or do not")
-    timeout = entry.get("timeout_seconds", 30.0)
-    try:
-        timeout_f = float(timeout)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{prefix}.timeout_seconds", "must be a number") from e
-    if timeout_f <= 0:
-        raise ConfigError(f"{prefix}.timeout_seconds", "must be > 0")
-    max_mv = entry.get("max_microversion")
-    if max_mv is not None and not _is_microversion(str(max_mv)):
-        raise ConfigError(f"{prefix}.max_microversion", "must look like 3.N")
-    endpoint_override = entry.get("endpoint_override") or None
+    if cacert is not None:
+        cacert = _check_cacert(cacert, f"{prefix}.cacert")
+    timeout_f = finite_float(
+        entry.get("timeout_seconds", 30.0), f"{prefix}.timeout_seconds", lo=0.001, hi=3600
+    )
+    max_mv = _microversion(entry.get("max_microversion"), f"{prefix}.max_microversion")
+    endpoint_override = _optional_str(entry, "endpoint_override", prefix)
     if auth_type == "admin_token" and endpoint_override:
         raise ConfigError(f"{prefix}.endpoint_override", "no-auth mode takes its endpoint from auth.endpoint")
+    if endpoint_override is not None:
+        _check_url(endpoint_override, f"{prefix}.endpoint_override")
     return CloudConfig(
         name=name,
         auth_type=auth_type,
         auth=auth,
-        region_name=(str(entry["region_name"]) if entry.get("region_name") else None),
+        region_name=_optional_str(entry, "region_name", prefix),
         interface=interface,
-        cacert=str(cacert) if cacert else None,
+        cacert=cacert,
         insecure=insecure,
-        endpoint_override=str(endpoint_override) if endpoint_override else None,
+        endpoint_override=endpoint_override,
         timeout_seconds=timeout_f,
-        max_microversion=str(max_mv) if max_mv is not None else None,
+        max_microversion=max_mv,
     )
-
-
-def _is_microversion(text: str) -> bool:
-    major, _, minor = text.partition(".")
-    return major == "3" and minor.isdigit()
 
 
 def read_clouds_yaml(path: str | None, cloud: str, *, prefix: str, env: Mapping[str, str]) -> CloudConfig:
@@ -254,29 +332,58 @@ def read_clouds_yaml(path: str | None, cloud: str, *, prefix: str, env: Mapping[
 
     A ``secure.yaml`` next to it (the openstacksdk convention for keeping passwords apart) is merged in.
     """
-    import yaml
-
     candidates = [path] if path else [env.get("OS_CLIENT_CONFIG_FILE") or "", *CLOUDS_YAML_SEARCH]
     found = next((Path(c).expanduser() for c in candidates if c and Path(c).expanduser().is_file()), None)
     if found is None:
         where = path or ", ".join(c for c in candidates if c)
         raise ConfigError(f"{prefix}.clouds_yaml", f"no clouds.yaml found ({where})")
-    try:
-        doc = yaml.safe_load(found.read_text(encoding="utf-8")) or {}
-        secure_path = found.with_name("secure.yaml")
-        secure = yaml.safe_load(secure_path.read_text(encoding="utf-8")) if secure_path.is_file() else {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{prefix}.clouds_yaml", f"cannot read {found}: {type(e).__name__}") from e
-    entries = doc.get("clouds") if isinstance(doc, Mapping) else None
+    secure_path = found.with_name("secure.yaml")
+    doc = _clouds_document(found, f"{prefix}.clouds_yaml")
+    secure = _clouds_document(secure_path, f"{prefix}.clouds_yaml") if secure_path.is_file() else {}
+    where = f"{prefix}(clouds.yaml:{cloud})"
+    entries = doc.get("clouds")
+    if entries is not None and not isinstance(entries, Mapping):
+        raise ConfigError(
+            f"{prefix}.clouds_yaml", f"'clouds' in {found} must be a mapping of cloud name → settings"
+        )
     if not isinstance(entries, Mapping) or cloud not in entries:
         raise ConfigError(f"{prefix}.cloud", f"cloud {cloud!r} not found in {found}")
-    entry = dict(entries[cloud])
-    secure_entry = (secure or {}).get("clouds", {}).get(cloud, {}) if isinstance(secure, Mapping) else {}
-    if isinstance(secure_entry, Mapping):
-        auth = {**(entry.get("auth") or {}), **(secure_entry.get("auth") or {})}
+    entry = _entry_mapping(entries[cloud], where)
+    secure_clouds = secure.get("clouds")
+    secure_entry = _entry_mapping(
+        secure_clouds.get(cloud) if isinstance(secure_clouds, Mapping) else None,
+        f"{prefix}(secure.yaml:{cloud})",
+    )
+    if secure_entry:
+        auth = {
+            **_entry_mapping(entry.get("auth"), f"{where}.auth"),
+            **_entry_mapping(secure_entry.get("auth"), f"{prefix}(secure.yaml:{cloud}).auth"),
+        }
         entry = {**entry, **{k: v for k, v in secure_entry.items() if k != "auth"}, "auth": auth}
     known = {k: v for k, v in entry.items() if k in _CLOUD_KEYS}
-    return cloud_from_entry(cloud, known, prefix=f"{prefix}(clouds.yaml:{cloud})", strict=False)
+    return cloud_from_entry(cloud, known, prefix=where, strict=False)
+
+
+def _clouds_document(path: Path, field_name: str) -> Mapping[str, Any]:
+    """A clouds.yaml / secure.yaml document: a mapping (empty file = empty mapping)."""
+    try:
+        doc = load_yaml(read_text(path), source=str(path))
+    except DocumentError as e:
+        raise ConfigError(field_name, str(e)) from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, Mapping):
+        raise ConfigError(field_name, f"{path} must hold a mapping at the top level")
+    return doc
+
+
+def _entry_mapping(value: object, field_name: str) -> dict[str, Any]:
+    """A cloud entry (or its ``auth``) as found in clouds.yaml: a mapping, or absent."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(field_name, f"must be a mapping, not {_kind(value)}")
+    return {str(k): v for k, v in value.items()}
 
 
 def cloud_from_env(name: str, env: Mapping[str, str], *, prefix: str) -> CloudConfig:
@@ -318,9 +425,9 @@ def parse_cloud(name: str, raw: object, *, env: Mapping[str, str], base_dir: Pat
     """One entry under ``clouds:`` in the provisioner config (see docs/configuration.md)."""
     prefix = f"clouds.{name}"
     if not isinstance(raw, Mapping):
-        raise ConfigError(prefix, "must be a mapping")
-    entry = dict(raw)
-    if entry.pop("from_env", False):
+        raise ConfigError(prefix, f"must be a mapping, not {_kind(raw)}")
+    entry = {str(k): v for k, v in raw.items()}
+    if _as_bool(entry.pop("from_env", False), f"{prefix}.from_env"):
         if entry:
             raise ConfigError(f"{prefix}.from_env", f"cannot be combined with {', '.join(sorted(entry))}")
         return cloud_from_env(name, env, prefix=prefix)
@@ -329,6 +436,10 @@ def parse_cloud(name: str, raw: object, *, env: Mapping[str, str], base_dir: Pat
         cloud = entry.pop("cloud", None)
         if not cloud:
             raise ConfigError(f"{prefix}.cloud", "name of the cloud in clouds.yaml is required")
+        if not isinstance(cloud, str):
+            raise ConfigError(f"{prefix}.cloud", f"must be a string, not {_kind(cloud)}")
+        if path is not None and not isinstance(path, str):
+            raise ConfigError(f"{prefix}.clouds_yaml", f"must be a path, not {_kind(path)}")
         if path and base_dir is not None and not os.path.isabs(str(path)):
             path = str(base_dir / str(path))
         base = read_clouds_yaml(str(path) if path else None, str(cloud), prefix=prefix, env=env)

@@ -15,6 +15,7 @@ Sources, lowest precedence first:
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import platform
 import re
@@ -24,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.config.auth import CloudConfig, cloud_from_env, parse_cloud
+from provisioner.config.documents import load_file
 from provisioner.domain import names
 from provisioner.domain.errors import ConfigError
 from provisioner.domain.model import Connector
+from provisioner.domain.numbers import finite_float, strict_int
 
 __all__ = [
     "CloudConfig",
@@ -38,12 +41,19 @@ __all__ = [
 ]
 
 ENV_PREFIX = "CINDER_PROVISIONER_"
+#: ``CINDER_PROVISIONER_CONFIG`` names the file (``run --config``'s default); it is not a setting.
+ENV_CONFIG = ENV_PREFIX + "CONFIG"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 #: The initiator name sent to Cinder when none is configured.
 DEFAULT_INITIATOR = "iqn.2024-01.io.netvol:provisioner"
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _CLUSTER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_IQN = re.compile(r"^(iqn\.\d{4}-\d{2}\.[^\s]+|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$")
+_IQN = re.compile(r"^(iqn\.[0-9]{4}-[0-9]{2}\.[!-~]+|eui\.[0-9A-Fa-f]{16}|naa\.[0-9A-Fa-f]{16,32})$")
+#: The StorageClass ``provisioner`` field: a domain-like name, optionally with a path (``netvol.io/cinder``).
+_PROVISIONER_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]{0,61}[A-Za-z0-9])?$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_HOSTNAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,251}[A-Za-z0-9])?$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,29 +149,39 @@ def load_config(
     overrides: Mapping[str, object] | None = None,
 ) -> ProvisionerConfig:
     """Read ``path`` (YAML, optional), apply ``CINDER_PROVISIONER_*`` env and dotted ``overrides``."""
-    import yaml
-
     env = dict(os.environ) if env is None else env
     data: dict[str, Any] = {}
     base_dir: Path | None = None
     if path:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-            loaded = yaml.safe_load(text)
-        except OSError as e:
-            raise ConfigError("config", f"cannot read {path}: {e.strerror}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError("config", f"{path} is not valid YAML: {type(e).__name__}") from e
+        loaded = load_file(path, field="config")
         if loaded is not None and not isinstance(loaded, Mapping):
             raise ConfigError("config", f"{path} must hold a mapping at the top level")
-        data = dict(loaded or {})
+        data = {str(k): v for k, v in (loaded or {}).items()}
         base_dir = Path(path).resolve().parent
+    sources: dict[str, str] = {}
     for env_key, env_value in env.items():
-        if env_key.startswith(ENV_PREFIX):
-            _set_dotted(data, env_key[len(ENV_PREFIX) :].lower().replace("__", "."), env_value)
+        if env_key.startswith(ENV_PREFIX) and env_key != ENV_CONFIG:
+            dotted = env_key[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set_dotted(data, dotted, env_value)
+            sources[dotted] = env_key
     for key, value in (overrides or {}).items():
         _set_dotted(data, key, value)
-    return _build(data, env=env, base_dir=base_dir)
+        sources[key] = f"--set {key}"
+    try:
+        return _build(data, env=env, base_dir=base_dir)
+    except ConfigError as e:
+        source = _source_of(e.field, sources)
+        if source is None:
+            raise
+        raise ConfigError(e.field, f"{e.message} (set by {source})") from None
+
+
+def _source_of(field_name: str, sources: Mapping[str, str]) -> str | None:
+    """Which environment variable or ``--set`` gave ``field_name`` (or a section holding it)."""
+    for key in sorted(sources, key=len, reverse=True):
+        if field_name == key or field_name.startswith(key + "."):
+            return sources[key]
+    return None
 
 
 def parse_set_overrides(items: Sequence[str]) -> dict[str, str]:
@@ -169,10 +189,19 @@ def parse_set_overrides(items: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError("--set", f"expected key=value, got {item!r}")
-        out[key.strip()] = value
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError("--set", f"expected key=value, got {_shown(item)}")
+        if not all(part.strip() for part in key.split(".")):
+            raise ConfigError("--set", f"{_shown(key)} has an empty part between dots")
+        out[key] = value
     return out
+
+
+def _shown(text: str) -> str:
+    """A short printable rendering; the value part of a ``--set`` may be a secret, so only the key."""
+    key = text.partition("=")[0]
+    return ascii(key if len(key) <= 60 else key[:57] + "...") + (" (=…)" if "=" in text else "")
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: object) -> None:
@@ -191,31 +220,13 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: object) -> None:
 
 
 def _int(data: Mapping[str, Any], key: str, default: int, *, lo: int, hi: int, prefix: str = "") -> int:
-    raw = data.get(key, default)
-    name = prefix + key
-    if isinstance(raw, bool):
-        raise ConfigError(name, "must be an integer")
-    try:
-        value = int(str(raw).strip()) if isinstance(raw, str) else int(raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(name, f"must be an integer, not {raw!r}") from e
-    if not lo <= value <= hi:
-        raise ConfigError(name, f"must be between {lo} and {hi}, not {value}")
-    return value
+    return strict_int(data.get(key, default), prefix + key, lo=lo, hi=hi)
 
 
-def _float(data: Mapping[str, Any], key: str, default: float, *, lo: float, prefix: str = "") -> float:
-    raw = data.get(key, default)
-    name = prefix + key
-    if isinstance(raw, bool):
-        raise ConfigError(name, "must be a number")
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(name, f"must be a number, not {raw!r}") from e
-    if not value >= lo:
-        raise ConfigError(name, f"must be ≥ {lo}, not {value}")
-    return value
+def _float(
+    data: Mapping[str, Any], key: str, default: float, *, lo: float, hi: float = 86_400.0, prefix: str = ""
+) -> float:
+    return finite_float(data.get(key, default), prefix + key, lo=lo, hi=hi)
 
 
 def _bool(data: Mapping[str, Any], key: str, default: bool, *, prefix: str = "") -> bool:
@@ -227,26 +238,57 @@ def _bool(data: Mapping[str, Any], key: str, default: bool, *, prefix: str = "")
         return True
     if text in ("0", "false", "no", "off"):
         return False
-    raise ConfigError(prefix + key, f"must be true or false, not {raw!r}")
+    shown = ascii(raw) if isinstance(raw, str) and len(raw) <= 20 else type(raw).__name__
+    raise ConfigError(prefix + key, f"must be true or false, not {shown}")
 
 
 def _str(data: Mapping[str, Any], key: str, default: str | None, *, prefix: str = "") -> str:
+    """A string setting; integers are taken as written, fractions refused (``1.10`` would read ``1.1``)."""
     raw = data.get(key, default)
     if raw is None or (isinstance(raw, str) and not raw.strip()):
         raise ConfigError(prefix + key, "is required")
-    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
-        raise ConfigError(prefix + key, "must be a string")
-    return str(raw).strip()
+    if isinstance(raw, float):
+        raise ConfigError(prefix + key, "must be a string: quote it in YAML (unquoted it reads as a number)")
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise ConfigError(prefix + key, f"must be a string, not {_kind(raw)}")
+    text = str(raw).strip()
+    if _CONTROL.search(text):
+        raise ConfigError(prefix + key, "must not contain control characters (newline, tab, NUL …)")
+    if len(text) > 253:
+        raise ConfigError(prefix + key, "is longer than 253 characters")
+    return text
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", bool: "true/false"}.get(type(value), type(value).__name__)
 
 
 def _section(data: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, Any]:
-    raw = data.get(key) or {}
+    raw = data.get(key)
+    if raw is None:
+        return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(key, "must be a mapping")
+        raise ConfigError(key, f"must be a mapping, not {_kind(raw)}")
     for k in raw:
         if k not in allowed:
             raise ConfigError(f"{key}.{k}", "unknown setting")
     return dict(raw)
+
+
+def _bind_address(address: str) -> str:
+    """``host:port`` / ``[v6]:port`` / ``:port`` with a port in 0..65535 and a plausible host."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("metrics_bind_address", f"expected host:port, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError("metrics_bind_address", f"{host!r} is not an IPv6 address") from None
+    elif host and not _HOSTNAME.match(host):
+        raise ConfigError("metrics_bind_address", f"{host!r} is not a host name or address")
+    return address
 
 
 _TOP_KEYS = set(ProvisionerConfig.__dataclass_fields__)
@@ -260,6 +302,8 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
     if not _CLUSTER_ID.match(cluster_id):
         raise ConfigError("cluster_id", "1-63 characters: letters, digits, '.', '_', '-'")
     provisioner_name = _str(data, "provisioner_name", names.DEFAULT_PROVISIONER_NAME)
+    if not _PROVISIONER_NAME.match(provisioner_name):
+        raise ConfigError("provisioner_name", "1-63 characters: letters, digits, '-', '_', '.', '/'")
     namespace = _str(data, "namespace", "cinder-provisioner")
     secret_namespace = _str(data, "secret_namespace", namespace)
     for key, ns in (("namespace", namespace), ("secret_namespace", secret_namespace)):
@@ -268,6 +312,8 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
 
     clouds = _clouds(data, env=env, base_dir=base_dir)
     default_cloud = data.get("default_cloud")
+    if default_cloud is not None and not isinstance(default_cloud, str):
+        raise ConfigError("default_cloud", f"must be the name of a cloud, not {_kind(default_cloud)}")
     if default_cloud is None:
         if len(clouds) > 1:
             raise ConfigError("default_cloud", f"required with several clouds ({', '.join(sorted(clouds))})")
@@ -282,8 +328,14 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
         initiator=_str(c, "initiator", DEFAULT_INITIATOR, prefix="connector."),
         multipath=_bool(c, "multipath", False, prefix="connector."),
     )
-    if not _IQN.match(connector.initiator):
+    if not _IQN.match(connector.initiator) or len(connector.initiator) > 223:
         raise ConfigError("connector.initiator", f"{connector.initiator!r} is not an iSCSI name (iqn.…)")
+    if not _HOSTNAME.match(connector.host):
+        raise ConfigError("connector.host", "must be a host name: letters, digits, '-', '_', '.'")
+    try:
+        ipaddress.ip_address(connector.ip)
+    except ValueError:
+        raise ConfigError("connector.ip", f"{connector.ip!r} is not an IPv4 or IPv6 address") from None
 
     le = _section(
         data, "leader_election", {"enabled", "lease_name", "lease_duration", "renew_deadline", "retry_period"}
@@ -292,23 +344,22 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
     leader = LeaderElectionConfig(
         enabled=_bool(le, "enabled", True, prefix=p),
         lease_name=_str(le, "lease_name", "cinder-provisioner", prefix=p),
-        lease_duration=_float(le, "lease_duration", 15.0, lo=0.1, prefix=p),
-        renew_deadline=_float(le, "renew_deadline", 10.0, lo=0.1, prefix=p),
-        retry_period=_float(le, "retry_period", 2.0, lo=0.05, prefix=p),
+        lease_duration=_float(le, "lease_duration", 15.0, lo=0.1, hi=3600.0, prefix=p),
+        renew_deadline=_float(le, "renew_deadline", 10.0, lo=0.1, hi=3600.0, prefix=p),
+        retry_period=_float(le, "retry_period", 2.0, lo=0.05, hi=3600.0, prefix=p),
     )
+    if not _SUBDOMAIN.match(leader.lease_name):
+        raise ConfigError(p + "lease_name", f"{leader.lease_name!r} is not a valid Lease name")
     if not leader.lease_duration > leader.renew_deadline:
         raise ConfigError(p + "lease_duration", "must be greater than leader_election.renew_deadline")
     if not leader.renew_deadline > 1.2 * leader.retry_period:
         raise ConfigError(p + "renew_deadline", "must be greater than 1.2 x leader_election.retry_period")
 
-    kube_qps = _float(data, "kube_qps", 50.0, lo=0.1)
+    kube_qps = _float(data, "kube_qps", 50.0, lo=0.1, hi=100_000.0)
     kube_burst = _int(data, "kube_burst", 100, lo=1, hi=100_000)
     if kube_burst < kube_qps:
         raise ConfigError("kube_burst", f"must be ≥ kube_qps ({kube_qps:g})")
-    address = _str(data, "metrics_bind_address", "0.0.0.0:8080")
-    _host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError("metrics_bind_address", f"expected host:port, got {address!r}")
+    address = _bind_address(_str(data, "metrics_bind_address", "0.0.0.0:8080"))
     log_level = _str(data, "log_level", "info").lower()
     if log_level not in LOG_LEVELS:
         raise ConfigError("log_level", f"must be one of {', '.join(LOG_LEVELS)}")
@@ -325,8 +376,8 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
         kube_qps=kube_qps,
         kube_burst=kube_burst,
         metrics_bind_address=address,
-        create_deadline_seconds=_float(data, "create_deadline_seconds", 600.0, lo=1.0),
-        delete_deadline_seconds=_float(data, "delete_deadline_seconds", 600.0, lo=1.0),
+        create_deadline_seconds=_float(data, "create_deadline_seconds", 600.0, lo=1.0, hi=7 * 86_400.0),
+        delete_deadline_seconds=_float(data, "delete_deadline_seconds", 600.0, lo=1.0, hi=7 * 86_400.0),
         max_error_retries=_int(data, "max_error_retries", 3, lo=0, hi=100),
         leader_election=leader,
         log_level=log_level,

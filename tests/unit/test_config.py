@@ -235,8 +235,9 @@ def test_clouds_yaml_missing_cloud_names_the_setting(tmp_path: Path) -> None:
     assert "clouds.main.cloud" == info.value.field
 
 
-def test_os_environment_password() -> None:
+def test_os_environment_password(tmp_path: Path) -> None:
     """With no clouds configured, OS_* variables make the cloud ``default``."""
+    ca = write(tmp_path, "ca.pem", "-----BEGIN CERTIFICATE-----\n")
     env = {
         "OS_AUTH_URL": "https://k/v3",
         "OS_USERNAME": "u",
@@ -244,10 +245,10 @@ def test_os_environment_password() -> None:
         "OS_PROJECT_NAME": "p",
         "OS_USER_DOMAIN_NAME": "Default",
         "OS_REGION_NAME": "R1",
-        "OS_CACERT": "/etc/ca.pem",
+        "OS_CACERT": str(ca),
     }
     cloud = ProvisionerConfig.from_mapping({"cluster_id": "c"}, env=env).cloud(None)
-    expected = ("default", "password", "R1", "/etc/ca.pem", "u", "Default")
+    expected = ("default", "password", "R1", str(ca), "u", "Default")
     assert expected == (
         cloud.name,
         cloud.auth_type,
