@@ -12,6 +12,9 @@ from typing import Protocol
 from provisioner.domain.model import (
     Attachment,
     AttachmentId,
+    Backup,
+    BackupId,
+    BackupRestore,
     CinderCapabilities,
     ConnectionInfo,
     Connector,
@@ -86,4 +89,43 @@ class CinderPort(Protocol):
 
     def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
         """404 counts as success."""
+        ...
+
+    # backups (the cinder-backup service; gate on ``has_backup_service``)
+    def has_backup_service(self) -> bool:
+        """Whether a cinder-backup service is up and enabled (False: backups cannot be made here)."""
+        ...
+
+    def create_backup(
+        self,
+        volume_id: VolumeId,
+        *,
+        name: str,
+        metadata: Mapping[str, str],
+        incremental: bool = False,
+        force: bool = False,
+    ) -> Backup:
+        """Start a backup (not retried). ``incremental`` needs an earlier available backup of the volume
+        (CinderBadRequest otherwise); ``force`` backs up an in-use volume."""
+        ...
+
+    def get_backup(self, backup_id: BackupId) -> Backup:
+        """Raises CinderNotFound."""
+        ...
+
+    def list_backups(
+        self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
+    ) -> Iterator[Backup]:
+        """Backups filtered by metadata (3.43+) and/or volume (follows pagination)."""
+        ...
+
+    def delete_backup(self, backup_id: BackupId) -> None:
+        """Start deletion; 404 counts as success."""
+        ...
+
+    def restore_backup(
+        self, backup_id: BackupId, *, volume_id: VolumeId | None = None, name: str | None = None
+    ) -> BackupRestore:
+        """Restore into ``volume_id`` (available, at least the backup's size), or into a new volume Cinder
+        creates (named ``name``). Not retried."""
         ...

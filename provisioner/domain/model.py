@@ -14,6 +14,7 @@ from typing import Any, Literal, NewType
 VolumeId = NewType("VolumeId", str)
 SnapshotId = NewType("SnapshotId", str)
 AttachmentId = NewType("AttachmentId", str)
+BackupId = NewType("BackupId", str)
 
 VolumeStatus = str  # Cinder statuses are open-ended across releases; compare with the constants below.
 AVAILABLE = "available"
@@ -54,6 +55,39 @@ class Snapshot:
     size_gib: int
     status: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Backup:
+    """A Cinder backup (Block Storage v3 ``/backups``; metadata from 3.43).
+
+    Unlike a snapshot, a backup outlives its volume (it lives in the backup store, not on the backend), so
+    ``volume_id`` may name a volume that is gone. ``is_incremental`` backups depend on an earlier one;
+    ``has_dependent_backups`` blocks deleting this one until its dependants are gone.
+    """
+
+    id: BackupId
+    name: str
+    volume_id: VolumeId
+    size_gib: int
+    status: str  # creating | available | deleting | error | restoring | error_restoring
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    is_incremental: bool = False
+    has_dependent_backups: bool = False
+    snapshot_id: SnapshotId | None = None
+    fail_reason: str | None = None
+    #: Unix seconds (UTC) Cinder reports for creation / the last change; None when it did not say.
+    created_at: float | None = None
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackupRestore:
+    """What ``POST /backups/{id}/restore`` answered: the volume the backup is being restored into."""
+
+    backup_id: BackupId
+    volume_id: VolumeId
+    volume_name: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -123,6 +157,7 @@ class CreateVolumeRequest:
     availability_zone: str | None = None
     snapshot_id: SnapshotId | None = None
     source_volid: VolumeId | None = None
+    backup_id: BackupId | None = None  # create from a backup: needs ``backups_as_source`` (3.47)
     metadata: Mapping[str, str] = field(default_factory=dict)
     description: str | None = None
 

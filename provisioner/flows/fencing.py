@@ -16,6 +16,9 @@ from provisioner.domain.errors import NotLeader
 from provisioner.domain.model import (
     Attachment,
     AttachmentId,
+    Backup,
+    BackupId,
+    BackupRestore,
     CinderCapabilities,
     ConnectionInfo,
     Connector,
@@ -30,7 +33,17 @@ from provisioner.ports import CinderPort
 #: CinderPort members that only read. Every other member is a mutation and is fenced (the unit test
 #: checks that this set and MUTATIONS together cover the Protocol exactly).
 READS: Final = frozenset(
-    {"capabilities", "get_volume", "find_volume", "list_volumes", "get_snapshot", "list_snapshots"}
+    {
+        "capabilities",
+        "get_volume",
+        "find_volume",
+        "list_volumes",
+        "get_snapshot",
+        "list_snapshots",
+        "has_backup_service",
+        "get_backup",
+        "list_backups",
+    }
 )
 MUTATIONS: Final = frozenset(
     {
@@ -47,6 +60,9 @@ MUTATIONS: Final = frozenset(
         "unreserve",
         "create_snapshot",
         "delete_snapshot",
+        "create_backup",
+        "delete_backup",
+        "restore_backup",
     }
 )
 
@@ -90,6 +106,17 @@ class FencedCinder:
         self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
     ) -> Iterator[Snapshot]:
         return self._inner.list_snapshots(metadata=metadata, volume_id=volume_id)
+
+    def has_backup_service(self) -> bool:
+        return self._inner.has_backup_service()
+
+    def get_backup(self, backup_id: BackupId) -> Backup:
+        return self._inner.get_backup(backup_id)
+
+    def list_backups(
+        self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
+    ) -> Iterator[Backup]:
+        return self._inner.list_backups(metadata=metadata, volume_id=volume_id)
 
     # mutations
     def create_volume(self, request: CreateVolumeRequest) -> Volume:
@@ -145,3 +172,27 @@ class FencedCinder:
     def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
         self._fence("delete_snapshot")
         self._inner.delete_snapshot(snapshot_id)
+
+    def create_backup(
+        self,
+        volume_id: VolumeId,
+        *,
+        name: str,
+        metadata: Mapping[str, str],
+        incremental: bool = False,
+        force: bool = False,
+    ) -> Backup:
+        self._fence("create_backup")
+        return self._inner.create_backup(
+            volume_id, name=name, metadata=metadata, incremental=incremental, force=force
+        )
+
+    def delete_backup(self, backup_id: BackupId) -> None:
+        self._fence("delete_backup")
+        self._inner.delete_backup(backup_id)
+
+    def restore_backup(
+        self, backup_id: BackupId, *, volume_id: VolumeId | None = None, name: str | None = None
+    ) -> BackupRestore:
+        self._fence("restore_backup")
+        return self._inner.restore_backup(backup_id, volume_id=volume_id, name=name)

@@ -22,6 +22,7 @@ from typing import Any
 from provisioner.domain import names
 from provisioner.domain.errors import (
     CinderAmbiguous,
+    CinderBadRequest,
     CinderConflict,
     CinderNotFound,
     KubeConflict,
@@ -32,6 +33,9 @@ from provisioner.domain.model import (
     DELETING,
     Attachment,
     AttachmentId,
+    Backup,
+    BackupId,
+    BackupRestore,
     CinderCapabilities,
     ConnectionInfo,
     Connector,
@@ -91,6 +95,9 @@ class FakeCinder:
         self.volumes: dict[str, Volume] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.attachments: dict[str, Attachment] = {}
+        self.backups: dict[str, Backup] = {}
+        self.backup_service = True  # what has_backup_service answers
+        self.restored: dict[str, BackupId] = {}  # volume id → the backup last restored into it
         self.calls: list[Call] = []
         self._errors: dict[str, list[BaseException | None]] = {}
         self._always: dict[str, BaseException] = {}
@@ -121,6 +128,17 @@ class FakeCinder:
         self.snapshots[snapshot_id] = snap
         return snap
 
+    def add_backup(
+        self, backup_id: str, volume_id: str, *, status: str = AVAILABLE, size_gib: int = 1, **fields: Any
+    ) -> Backup:
+        """Put a backup in place (not logged as a call)."""
+        fields.setdefault("name", backup_id)
+        backup = Backup(
+            id=BackupId(backup_id), volume_id=VolumeId(volume_id), status=status, size_gib=size_gib, **fields
+        )
+        self.backups[backup_id] = backup
+        return backup
+
     def fail(self, method: str, exc: BaseException, *, times: int | None = None) -> None:
         """Make ``method`` raise ``exc``: the next ``times`` calls, or every call when ``times`` is None."""
         if times is None:
@@ -141,8 +159,13 @@ class FakeCinder:
         for vid, v in list(self.volumes.items()):
             if v.status == DELETING:
                 del self.volumes[vid]
-            elif v.status == "creating":
+            elif v.status in ("creating", "restoring-backup"):
                 self.volumes[vid] = replace(v, status=AVAILABLE)
+        for bid, b in list(self.backups.items()):
+            if b.status == DELETING:
+                del self.backups[bid]
+            elif b.status in ("creating", "restoring"):
+                self.backups[bid] = replace(b, status=AVAILABLE)
 
     def methods_called(self) -> list[str]:
         return [c[0] for c in self.calls]
@@ -216,6 +239,9 @@ class FakeCinder:
     def create_volume(self, request: CreateVolumeRequest) -> Volume:
         self._call("create_volume", request.name)
         vid = f"{self.name}-vol-{next(self._ids)}"
+        if request.backup_id is not None:
+            self._backup(request.backup_id, "create_volume")
+            self.restored[vid] = request.backup_id
         return self.add_volume(
             vid,
             status="creating",
@@ -310,6 +336,113 @@ class FakeCinder:
     def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
         self._call("delete_snapshot", snapshot_id)
         self.snapshots.pop(snapshot_id, None)
+
+    # backups (like real Cinder: incremental needs an earlier available backup; dependants block delete)
+    def has_backup_service(self) -> bool:
+        self._call("has_backup_service")
+        return self.backup_service
+
+    def _backup(self, backup_id: str, operation: str) -> Backup:
+        try:
+            return self.backups[backup_id]
+        except KeyError:
+            raise CinderNotFound(
+                f"Backup {backup_id} could not be found.", operation=operation, status_code=404
+            ) from None
+
+    def create_backup(
+        self,
+        volume_id: VolumeId,
+        *,
+        name: str,
+        metadata: Mapping[str, str],
+        incremental: bool = False,
+        force: bool = False,
+    ) -> Backup:
+        self._call("create_backup", volume_id, name, incremental, force)
+        volume = self._volume(volume_id, "create_backup")
+        if volume.status == "in-use" and not force:
+            raise CinderConflict(
+                f"Invalid volume: Volume {volume_id} status must be available, but is in-use.",
+                operation="create_backup",
+                status_code=400,
+            )
+        parents = [b for b in self.backups.values() if b.volume_id == volume_id and b.status == AVAILABLE]
+        if incremental and not parents:
+            raise CinderBadRequest(
+                "Invalid backup: No backups available to do an incremental backup.",
+                operation="create_backup",
+                status_code=400,
+            )
+        if incremental:
+            self.backups[parents[-1].id] = replace(parents[-1], has_dependent_backups=True)
+        return self.add_backup(
+            f"{self.name}-backup-{next(self._ids)}",
+            volume_id,
+            status="creating",
+            size_gib=volume.size_gib,
+            name=name,
+            metadata=dict(metadata),
+            is_incremental=incremental,
+        )
+
+    def get_backup(self, backup_id: BackupId) -> Backup:
+        self._call("get_backup", backup_id)
+        return self._backup(backup_id, "get_backup")
+
+    def list_backups(
+        self, *, metadata: Mapping[str, str] | None = None, volume_id: VolumeId | None = None
+    ) -> Iterator[Backup]:
+        self._call("list_backups", dict(metadata or {}), volume_id)
+        return iter(
+            b
+            for b in list(self.backups.values())
+            if (volume_id is None or b.volume_id == volume_id)
+            and all(b.metadata.get(k) == x for k, x in (metadata or {}).items())
+        )
+
+    def delete_backup(self, backup_id: BackupId) -> None:
+        self._call("delete_backup", backup_id)
+        backup = self.backups.get(backup_id)
+        if backup is None:
+            return  # 404 counts as success
+        if backup.has_dependent_backups:
+            raise CinderConflict(
+                "Invalid backup: Incremental backups exist for this backup.",
+                operation="delete_backup",
+                status_code=400,
+            )
+        self.backups[backup_id] = replace(backup, status=DELETING)
+
+    def restore_backup(
+        self, backup_id: BackupId, *, volume_id: VolumeId | None = None, name: str | None = None
+    ) -> BackupRestore:
+        self._call("restore_backup", backup_id, volume_id, name)
+        backup = self._backup(backup_id, "restore_backup")
+        if backup.status != AVAILABLE:
+            raise CinderConflict(
+                f"Invalid backup: Backup status must be available, not {backup.status}.",
+                operation="restore_backup",
+                status_code=400,
+            )
+        if volume_id is None:
+            target = self.add_volume(
+                f"{self.name}-vol-{next(self._ids)}",
+                status="restoring-backup",
+                name=name or f"restore_backup_{backup_id}",
+                size_gib=backup.size_gib,
+            )
+        else:
+            target = self._volume(volume_id, "restore_backup")
+            if target.status != AVAILABLE or target.size_gib < backup.size_gib:
+                raise CinderConflict(
+                    f"Invalid volume: Volume to be restored to must be available, not {target.status}.",
+                    operation="restore_backup",
+                    status_code=400,
+                )
+            self._set(target, status="restoring-backup")
+        self.restored[target.id] = backup.id
+        return BackupRestore(backup_id=backup.id, volume_id=target.id, volume_name=target.name)
 
 
 # --- Kubernetes -----------------------------------------------------------------------------------------

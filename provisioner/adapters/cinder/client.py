@@ -27,6 +27,7 @@ from typing import Any, TypeVar, cast
 import structlog
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
+from provisioner.adapters.cinder.backups import BackupOps, check_id
 from provisioner.adapters.cinder.convert import to_attachment, to_snapshot, to_volume
 from provisioner.adapters.cinder.errors import translate
 from provisioner.adapters.cinder.session import (
@@ -67,8 +68,8 @@ Observer = Callable[[str, str, float], None]
 log = structlog.get_logger(__name__)
 
 
-class CinderAdapter:
-    """Thread-safe ``CinderPort`` for one cloud. Build with ``make_cinder``."""
+class CinderAdapter(BackupOps):
+    """Thread-safe ``CinderPort`` for one cloud (backups from ``BackupOps``). Build with ``make_cinder``."""
 
     def __init__(
         self,
@@ -220,9 +221,20 @@ class CinderAdapter:
         A 404 (or an availability-zone 400) names what the request referred to that Cinder lacks:
         CinderReferenceNotFound says which request field, so the flow can name the user's field.
         """
-        for what, value in (("snapshot_id", request.snapshot_id), ("source_volid", request.source_volid)):
+        sources = (
+            ("snapshot_id", request.snapshot_id),
+            ("source_volid", request.source_volid),
+            ("backup_id", request.backup_id),
+        )
+        for what, value in sources:
             if value is not None:
                 _check_id(what, value, "create_volume")
+        if request.backup_id is not None and not self.capabilities.backups_as_source:
+            raise CinderBadRequest(
+                "creating a volume from a backup needs microversion 3.47; negotiated "
+                f"{self.capabilities.microversion} (restore into a volume instead)",
+                operation="create_volume",
+            )
         try:
             resource = self._create_volume(request)
         except (CinderNotFound, CinderBadRequest) as e:
@@ -252,6 +264,7 @@ class CinderAdapter:
                 snapshot_id=request.snapshot_id,
                 source_volid=request.source_volid,
                 metadata=dict(request.metadata),
+                **({"backup_id": request.backup_id} if request.backup_id else {}),
             ),
             idempotent=False,
         )
@@ -449,10 +462,7 @@ def make_cinder(
     )
 
 
-def _check_id(what: str, value: object, operation: str) -> None:
-    """Refuse an id that could address another resource (``../volumes/x``) before it reaches a URL."""
-    if not names.is_cinder_id(value):
-        raise CinderBadRequest(f"{what} {str(value)[:80]!r} is not a Cinder id", operation=operation)
+_check_id = check_id
 
 
 def _missing_reference(err: CinderError, request: CreateVolumeRequest) -> str | None:
@@ -463,6 +473,8 @@ def _missing_reference(err: CinderError, request: CreateVolumeRequest) -> str | 
             return "volume_type"
         if request.snapshot_id and "snapshot" in text:
             return "snapshot_id"
+        if request.backup_id and "backup" in text:
+            return "backup_id"
         if request.source_volid and "volume" in text:
             return "source_volid"
         if request.volume_type:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from provisioner.domain.errors import CinderBadResponse, CinderError
 from provisioner.domain.model import (
     Attachment,
     AttachmentId,
+    Backup,
+    BackupId,
+    BackupRestore,
     ConnectionInfo,
     Snapshot,
     SnapshotId,
@@ -52,6 +56,19 @@ def _fields(resource: Any) -> Mapping[str, Any]:
     if isinstance(info, Mapping):
         return info
     return dict(vars(resource))
+
+
+def cinder_time(raw: Any) -> float | None:
+    """Cinder's ``created_at`` / ``updated_at`` (ISO 8601, UTC, usually without an offset) → Unix seconds."""
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
 
 
 def _str_map(raw: Any) -> dict[str, str]:
@@ -95,6 +112,37 @@ def to_snapshot(resource: Any) -> Snapshot:
         size_gib=int(f.get("size") or 0),
         status=str(f.get("status") or ""),
         metadata=_str_map(f.get("metadata")),
+    )
+
+
+@_guarded
+def to_backup(resource: Any) -> Backup:
+    """A Backup from a cinderclient VolumeBackup (or its dict); metadata only from 3.43."""
+    f = _fields(resource)
+    return Backup(
+        id=BackupId(str(f["id"])),
+        name=str(f.get("name") or ""),
+        volume_id=VolumeId(str(f.get("volume_id") or "")),
+        size_gib=int(f.get("size") or 0),
+        status=str(f.get("status") or ""),
+        metadata=_str_map(f.get("metadata")),
+        is_incremental=bool(f.get("is_incremental", False)),
+        has_dependent_backups=bool(f.get("has_dependent_backups", False)),
+        snapshot_id=SnapshotId(str(f["snapshot_id"])) if f.get("snapshot_id") else None,
+        fail_reason=str(f["fail_reason"]) if f.get("fail_reason") else None,
+        created_at=cinder_time(f.get("created_at")),
+        updated_at=cinder_time(f.get("updated_at")),
+    )
+
+
+@_guarded
+def to_restore(resource: Any) -> BackupRestore:
+    """The answer of ``POST /backups/{id}/restore``."""
+    f = _fields(resource)
+    return BackupRestore(
+        backup_id=BackupId(str(f["backup_id"])),
+        volume_id=VolumeId(str(f["volume_id"])),
+        volume_name=str(f.get("volume_name") or ""),
     )
 
 

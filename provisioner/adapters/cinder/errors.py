@@ -31,7 +31,7 @@ from provisioner.domain.errors import (
 #: 400s that mean "wrong state right now" (retry later), not "wrong request" (final).
 _INVALID_STATE = re.compile(
     r"invalid (volume|snapshot|attachment)\b|status must be|invalid state|current status is|"
-    r"is in .* state|must not be|being (created|deleted|used)",
+    r"is in .* state|must not be|being (created|deleted|used)|incremental backups exist",
     re.IGNORECASE,
 )
 

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 
 from provisioner.domain.errors import NotLeader
-from provisioner.domain.model import AttachmentId, CreateVolumeRequest, SnapshotId, VolumeId
+from provisioner.domain.model import AttachmentId, BackupId, CreateVolumeRequest, SnapshotId, VolumeId
 from provisioner.flows.fencing import MUTATIONS, READS, FencedCinder
 from provisioner.ports import CinderPort
 from tests.fakes.ports import CONNECTOR, FakeCinder, make_context
 
-V, A, S = VolumeId("v1"), AttachmentId("a1"), SnapshotId("s1")
+V, A, S, B = VolumeId("v1"), AttachmentId("a1"), SnapshotId("s1"), BackupId("b1")
 
 #: Arguments for every CinderPort method (a new method without an entry here fails the coverage test).
 ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
@@ -35,6 +35,12 @@ ARGS: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "get_snapshot": ((S,), {}),
     "list_snapshots": ((), {}),
     "delete_snapshot": ((S,), {}),
+    "has_backup_service": ((), {}),
+    "create_backup": ((V,), {"name": "b", "metadata": {}, "force": True}),
+    "get_backup": ((B,), {}),
+    "list_backups": ((), {}),
+    "delete_backup": ((B,), {}),
+    "restore_backup": ((B,), {"volume_id": VolumeId("v2")}),
 }
 
 
@@ -55,6 +61,7 @@ def fake() -> FakeCinder:
     cinder.add_volume("v1", attachment_ids=["a1"])
     cinder.add_volume("v2")
     cinder.add_snapshot("s1", "v1")
+    cinder.add_backup("b1", "v1")
     return cinder
 
 
