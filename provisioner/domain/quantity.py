@@ -4,7 +4,9 @@ A claim asks for ``storage: 1500M`` or ``2.5Gi``; Cinder only creates whole GiB.
 must never get less than it asked for) with exact rational arithmetic, because float rounding would turn
 ``1Gi`` into 2 GiB or ``1073741825`` bytes into 1 GiB. The grammar is Kubernetes' own
 (``k8s.io/apimachinery/pkg/api/resource``): signed decimal number, then a binary-SI suffix (Ki…Ei), a
-decimal-SI suffix (m, k, M, G, T, P, E) or a decimal exponent (``e3``, ``E-2``).
+decimal-SI suffix (n, u, m, k, M, G, T, P, E) or a decimal exponent (``e3``, ``E-2``). A storage request
+must be greater than zero, as the API server requires of a claim: ``storage: "0"`` is refused, never
+rounded up to 1 GiB.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ GIB: Final = 1 << 30
 
 _BINARY: Final = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60}
 _DECIMAL: Final = {
+    "n": Fraction(1, 10**9),
+    "u": Fraction(1, 10**6),
     "m": Fraction(1, 1000),
     "": Fraction(1),
     "k": Fraction(10**3),
@@ -33,7 +37,7 @@ _DECIMAL: Final = {
 }
 _QUANTITY: Final = re.compile(
     r"(?P<sign>[+-]?)(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
-    r"(?:(?P<binary>Ki|Mi|Gi|Ti|Pi|Ei)|[eE](?P<exp>[+-]?[0-9]+)|(?P<decimal>[mkMGTPE]?))"
+    r"(?:(?P<binary>Ki|Mi|Gi|Ti|Pi|Ei)|[eE](?P<exp>[+-]?[0-9]+)|(?P<decimal>[numkMGTPE]?))"
 )
 #: Exponents beyond this are refused instead of computing 10**huge (Kubernetes caps quantities too).
 _MAX_EXPONENT: Final = 64
@@ -46,7 +50,10 @@ def parse_quantity(text: str, *, field: str = STORAGE_FIELD) -> Fraction:
     """The exact value of a quantity string (bytes for storage); ``InvalidInput`` naming ``field``."""
     match = _QUANTITY.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
-        raise InvalidInput(field, f"{text!r} is not a Kubernetes quantity (e.g. 10Gi, 1500M, 1e9)")
+        shown = (
+            ascii(text if len(text) <= 40 else text[:37] + "...") if isinstance(text, str) else "a non-string"
+        )
+        raise InvalidInput(field, f"{shown} is not a Kubernetes quantity (e.g. 10Gi, 1500M, 1e9)")
     if len(match["number"]) > _MAX_DIGITS:
         raise InvalidInput(field, "has too many digits")
     value = Fraction(match["number"])
@@ -63,11 +70,13 @@ def parse_quantity(text: str, *, field: str = STORAGE_FIELD) -> Fraction:
 
 
 def quantity_to_gib(text: str, *, field: str = STORAGE_FIELD) -> int:
-    """Bytes in ``text`` rounded up to whole GiB, at least 1; negative or absurd sizes are refused."""
+    """Bytes in ``text`` rounded up to whole GiB; zero, negative or absurd sizes are refused."""
     value = parse_quantity(text, field=field)
     if value < 0:
         raise InvalidInput(field, "must not be negative")
-    gib = max(1, math.ceil(value / GIB))
+    if value == 0:
+        raise InvalidInput(field, "must be greater than zero")
+    gib = math.ceil(value / GIB)
     if gib > MAX_GIB:
         raise InvalidInput(field, "is larger than 1 EiB")
     return gib
@@ -79,7 +88,7 @@ def gib_quantity(size_gib: int) -> str:
 
 
 def requested_size_gib(pvc: Mapping[str, Any]) -> int:
-    """The claim's ``spec.resources.requests.storage`` in whole GiB (rounded up, minimum 1)."""
+    """The claim's ``spec.resources.requests.storage`` in whole GiB (rounded up; zero is refused)."""
     spec = pvc.get("spec") if isinstance(pvc, Mapping) else None
     resources = spec.get("resources") if isinstance(spec, Mapping) else None
     requests = resources.get("requests") if isinstance(resources, Mapping) else None

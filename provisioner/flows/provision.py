@@ -399,6 +399,7 @@ def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | N
     if params is not None:
         try:
             parse_claim(pvc, params=params, multiattach=params.multiattach)  # bad modes never reach Cinder
+            _requested_gib(pvc)  # nor a zero, negative or malformed storage request
             _check_restore_annotation(pvc)
         except InvalidInput as e:
             bad_claim = str(e)

@@ -33,8 +33,9 @@ EventType = Literal["Normal", "Warning"]
 #: Where a request id goes: an annotation on the Event, never the (deduplicated) message.
 ANN_REQUEST_ID = "netvol.io/request-id"
 _REQUEST_ID = re.compile(r"\s*\(?request[_ -]id[=: ]+(req-[0-9A-Za-z-]+)\)?")
-#: An Event's name is ``<object>.<16 hex>`` and must fit in 253 characters.
+#: An Event's name is ``<object>.<16 hex>`` and must be a DNS subdomain of at most 253 characters.
 _MAX_OBJECT_NAME = 253 - 17
+_NOT_NAME_CHARS = re.compile(r"[^a-z0-9.-]+")
 
 
 def event_name(meta: Mapping[str, Any], type_: str, reason: str, message: str) -> str:
@@ -42,11 +43,21 @@ def event_name(meta: Mapping[str, Any], type_: str, reason: str, message: str) -
 
     So a new leader that records the same failure bumps the Event the old leader created (its create
     answers AlreadyExists) instead of starting another one: one Event per claim and reason, count rising.
+    The object part is cut so the whole name is a valid Event name whatever the object is called: a
+    253-character claim name still gets its Warning (the API server refuses names over 253 characters, or
+    with a label ending in '-' or '.', which a plain cut can leave behind).
     """
     digest = hashlib.sha256(
         "\x00".join((str(meta.get("uid", "")), type_, reason, message)).encode()
     ).hexdigest()[:16]
-    return f"{str(meta.get('name', 'unknown'))[:_MAX_OBJECT_NAME]}.{digest}"
+    return f"{_object_part(str(meta.get('name') or 'unknown'))}.{digest}"
+
+
+def _object_part(name: str) -> str:
+    """``name`` cut to fit, as a DNS subdomain: every label starts and ends with [a-z0-9]."""
+    cleaned = _NOT_NAME_CHARS.sub("-", name.lower())[:_MAX_OBJECT_NAME]
+    labels = [label.strip("-") for label in cleaned.split(".")]
+    return ".".join(label for label in labels if label)[:_MAX_OBJECT_NAME].rstrip("-.") or "object"
 
 
 def split_request_id(message: str) -> tuple[str, str | None]:

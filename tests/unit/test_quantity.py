@@ -7,7 +7,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from provisioner.domain.errors import InvalidInput
@@ -47,7 +47,8 @@ from provisioner.domain.quantity import (
         ("1Pi", 1 << 20),
         ("1k", 1),
         ("500m", 1),
-        ("0", 1),
+        ("1n", 1),
+        ("250u", 1),
         ("1048576Ki", 1),
         ("1048577Ki", 2),
     ],
@@ -71,6 +72,21 @@ def test_malformed_quantities_are_refused(text: str) -> None:
 def test_surrounding_whitespace_is_tolerated() -> None:
     """Hand-written YAML may carry stray spaces around the value."""
     assert 2 == quantity_to_gib(" 2Gi\n")
+
+
+@pytest.mark.parametrize("text", ["0", "-0", "0.0", "+0", "0Gi", "0e9", "0.000k", ".0Mi"])
+def test_zero_is_refused(text: str) -> None:
+    """Kubernetes requires a positive request: every spelling of zero is refused, never rounded to 1 GiB."""
+    with pytest.raises(InvalidInput) as info:
+        quantity_to_gib(text)
+    assert (STORAGE_FIELD, "must be greater than zero") == (info.value.field, info.value.message)
+
+
+def test_long_garbage_is_not_echoed_in_full() -> None:
+    """A refused 5,000-character value is shown shortened in the one-line message."""
+    with pytest.raises(InvalidInput) as info:
+        quantity_to_gib("x" * 5000)
+    assert len(str(info.value)) < 200
 
 
 def test_negative_is_refused() -> None:
@@ -124,10 +140,10 @@ def test_requested_size_refusals(pvc: dict[str, Any]) -> None:
     assert STORAGE_FIELD == info.value.field
 
 
-@given(st.integers(min_value=0, max_value=1 << 60))
+@given(st.integers(min_value=1, max_value=1 << 60))
 def test_plain_bytes_round_up(n: int) -> None:
-    """For any byte count the result is the smallest whole GiB that holds it (at least 1)."""
-    assert max(1, math.ceil(Fraction(n, GIB))) == quantity_to_gib(str(n))
+    """For any positive byte count the result is the smallest whole GiB that holds it."""
+    assert math.ceil(Fraction(n, GIB)) == quantity_to_gib(str(n))
 
 
 @given(st.integers(min_value=1, max_value=1 << 20), st.sampled_from(["Ki", "Mi", "Gi", "Ti"]))
@@ -140,10 +156,11 @@ def test_binary_suffixes_exact(n: int, suffix: str) -> None:
 @given(
     st.integers(min_value=0, max_value=10**6),
     st.integers(min_value=0, max_value=999),
-    st.sampled_from(["", "k", "M", "G", "T", "e3", "E6", "e-2"]),
+    st.sampled_from(["", "n", "u", "m", "k", "M", "G", "T", "e3", "E6", "e-2"]),
 )
 def test_decimal_forms_never_round_down(whole: int, frac: int, suffix: str) -> None:
     """Decimal numbers with SI suffixes or exponents: size*GiB covers the request, size-1 GiB does not."""
+    assume(whole or frac)
     text = f"{whole}.{frac:03d}{suffix}"
     value = parse_quantity(text)
     gib = quantity_to_gib(text)
@@ -159,3 +176,26 @@ def test_arbitrary_text_never_crashes(text: str) -> None:
     except InvalidInput as e:
         gib = e
     assert (gib >= 1) if isinstance(gib, int) else (STORAGE_FIELD == gib.field)
+
+
+#: Kubernetes' own quantity grammar (k8s.io/apimachinery resource.Quantity), written independently.
+K8S_QUANTITY = (
+    r"[+-]?([0-9]{1,12}(\.[0-9]{0,6})?|\.[0-9]{1,6})([eE][+-]?[0-9]{1,3}|Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?"
+)
+
+
+@given(st.from_regex(K8S_QUANTITY, fullmatch=True))
+def test_every_kubernetes_quantity_is_sized_or_refused_by_name(text: str) -> None:
+    """Any string in Kubernetes' grammar gives a positive GiB covering it, or a refusal naming the field."""
+    try:
+        outcome: int | InvalidInput = quantity_to_gib(text)
+    except InvalidInput as e:
+        outcome = e
+    if isinstance(outcome, InvalidInput):
+        refusals = ("must be greater than zero", "must not be negative", "is larger than 1 EiB")
+        assert STORAGE_FIELD == outcome.field
+        assert outcome.message in refusals or outcome.message.startswith("exponent")
+    else:
+        value = parse_quantity(text)
+        assert 0 < value <= outcome * GIB
+        assert outcome == 1 or (outcome - 1) * GIB < value

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from provisioner.domain.errors import KubeAlreadyExists
-from provisioner.telemetry.events import EventRecorder
+from provisioner.telemetry.events import EventRecorder, event_name
 
 
 class FakeWriter:
@@ -100,3 +105,35 @@ def test_a_new_leader_bumps_the_event_the_old_leader_created() -> None:
     (event,) = writer.objects.values()
     assert 2 == event["count"]
     assert "parameters.type: no such type" == event["message"]
+
+
+SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a" * 253,
+        "a" * 235 + "-" + "b" * 17,  # a plain cut would end the name's first part with '-'
+        "a" * 235 + "." + "b" * 17,  # ... or leave '..' before the digest
+        "x" * 100 + "." + "y" * 152,
+        "data",
+    ],
+)
+def test_event_names_are_valid_for_any_claim_name(name: str) -> None:
+    """The generated Event name is a DNS subdomain of at most 253 characters whatever the claim is called."""
+    generated = event_name({"name": name, "uid": "u1"}, "Warning", "ProvisioningFailed", "m")
+    assert (True, True) == (len(generated) <= 253, bool(SUBDOMAIN.match(generated)))
+
+
+@given(st.text(max_size=300))
+def test_event_names_are_always_valid(name: str) -> None:
+    """Any object name (even one the API server would never hold) yields a valid, bounded Event name."""
+    generated = event_name({"name": name, "uid": "u1"}, "Warning", "R", "m")
+    assert (True, True) == (len(generated) <= 253, bool(SUBDOMAIN.match(generated)))
+
+
+def test_long_names_keep_distinct_events_per_message() -> None:
+    """Cutting the object part never merges two messages: the digest still tells them apart."""
+    meta = {"name": "a" * 253, "uid": "u1"}
+    assert event_name(meta, "Warning", "R", "one") != event_name(meta, "Warning", "R", "two")
