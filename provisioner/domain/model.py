@@ -43,6 +43,9 @@ class Volume:
     source_volid: VolumeId | None = None
     multiattach: bool = False
     attachment_ids: tuple[AttachmentId, ...] = ()
+    #: Unix seconds (UTC) Cinder reports for creation / the last change; None when it did not say.
+    created_at: float | None = None
+    updated_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -55,6 +58,9 @@ class Snapshot:
     size_gib: int
     status: str
     metadata: Mapping[str, str] = field(default_factory=dict)
+    #: Unix seconds (UTC) Cinder reports for creation / the last change; None when it did not say.
+    created_at: float | None = None
+    updated_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -98,6 +98,8 @@ def to_volume(resource: Any) -> Volume:
             for a in attachments
             if isinstance(a, Mapping) and a.get("attachment_id")
         ),
+        created_at=cinder_time(f.get("created_at")),
+        updated_at=cinder_time(f.get("updated_at")),
     )
 
 
@@ -112,6 +114,8 @@ def to_snapshot(resource: Any) -> Snapshot:
         size_gib=int(f.get("size") or 0),
         status=str(f.get("status") or ""),
         metadata=_str_map(f.get("metadata")),
+        created_at=cinder_time(f.get("created_at")),
+        updated_at=cinder_time(f.get("updated_at")),
     )
 
 
