@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 #: subcommand → module exposing add_parser() and run()
 _SUBCOMMANDS = {
@@ -19,9 +20,16 @@ _SUBCOMMANDS = {
 }
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``<prog>: error: <what>``) and exit 2, like our own errors."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every subcommand registered)."""
-    parser = argparse.ArgumentParser(
+    """The full argument parser (every subcommand registered); subparsers share its one-line errors."""
+    parser = _OneLineParser(
         prog="cinder-provisioner",
         description="Kubernetes PersistentVolumes backed by OpenStack Cinder.",
     )

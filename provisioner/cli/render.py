@@ -28,11 +28,12 @@ from typing import Any, Final
 import yaml
 
 from provisioner.adapters.cinder.convert import to_volume
+from provisioner.config.documents import DocumentError, load_yaml, read_text
 from provisioner.domain import names
 from provisioner.domain.errors import CinderError, InvalidInput
 from provisioner.domain.model import ConnectionInfo, Volume
 from provisioner.domain.params import ClassParams, parse_class_fields, parse_class_parameters
-from provisioner.domain.quantity import requested_size_gib
+from provisioner.domain.quantity import MAX_GIB, requested_size_gib
 from provisioner.flows.adopt import ADOPT_FIELD, Refuse, adopt_volume_id, check_adoption, check_claim
 from provisioner.mapping.build import ContentSource, ProvisionedVolume, build_objects
 
@@ -186,8 +187,8 @@ def rendered(
         )
     params = parse_class_parameters(sc.get("parameters"), default_secret_namespace=secret_namespace)
     claim = _with_identity(claim)
-    if size_gib is not None and size_gib < 1:
-        raise InvalidInput("--size-gib", "must be at least 1")
+    if size_gib is not None and not 1 <= size_gib <= MAX_GIB:
+        raise InvalidInput("--size-gib", f"must be between 1 and {MAX_GIB}")
     data_volume_id = ci.data.get("volume_id")
     given_volume_id = volume_id
     if not volume_id:
@@ -346,19 +347,11 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _load(path: Path, option: str) -> Any:
+    """One YAML/JSON document, read with the configuration's limits (size, UTF-8, depth, aliases)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InvalidInput(option, f"cannot read {str(path)!r}: {e.__class__.__name__}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = ""
-        mark = getattr(e, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        problem = getattr(e, "problem", None) or "syntax error"
-        raise InvalidInput(option, f"{path} is not valid YAML/JSON{where}: {problem}") from None
+        return load_yaml(read_text(path), source=str(path))
+    except DocumentError as e:
+        raise InvalidInput(option, str(e)) from None
 
 
 def _object(obj: Any, option: str, kind: str) -> Mapping[str, Any]:

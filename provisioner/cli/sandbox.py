@@ -3,13 +3,17 @@
 Starts the Kubernetes API simulator and the Cinder emulator (or real Cinder with ``--cinder real``),
 installs example StorageClasses (rbd csi, rbd in-tree, iscsi), creates PVCs, runs the real controller
 (leader election on) against them, prints PVC → PV → Cinder volume → status, deletes everything again and
-checks that no Cinder volume is left. Exit 0 only if every claim bound and every volume is gone.
+checks that no Cinder volume is left. Exit 0 only if every claim bound and every volume is gone; exit 2
+with one line naming the option when an option is unusable (``--workdir`` that does not exist or is not a
+writable directory, ``--pvcs`` outside 1..1000, ``--timeout`` not a finite positive number of seconds).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import tempfile
 import time
@@ -19,6 +23,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from provisioner.domain import names
+from provisioner.domain.errors import ConfigError
+
+MAX_PVCS = 1000
 
 CLASSES: list[dict[str, Any]] = [
     {"name": "cinder-rbd", "parameters": {"type": "rbd", "volumeSource": "csi"}},
@@ -65,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the sandbox; see the module docstring."""
     from provisioner.telemetry import logs
 
+    try:
+        check_options(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     logs.configure("warning")
     out: TextIO = sys.stdout
     started = time.monotonic()
@@ -85,6 +97,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary), file=out)
     return 0 if ok else 1
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse unusable options before anything starts; ``ConfigError`` names the option."""
+    if not 1 <= args.pvcs <= MAX_PVCS:
+        raise ConfigError("--pvcs", f"must be between 1 and {MAX_PVCS}, not {args.pvcs}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise ConfigError("--timeout", f"must be a positive number of seconds, not {args.timeout}")
+    if args.workdir is None:
+        return
+    workdir = Path(args.workdir)
+    if not workdir.exists():
+        raise ConfigError("--workdir", f"{args.workdir!r} does not exist (create it, or omit --workdir)")
+    if not workdir.is_dir():
+        raise ConfigError("--workdir", f"{args.workdir!r} is not a directory")
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ConfigError("--workdir", f"{args.workdir!r} is not writable")
 
 
 def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO) -> dict[str, Any]:
