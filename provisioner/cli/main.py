@@ -15,6 +15,7 @@ from typing import NoReturn
 #: subcommand → module exposing add_parser() and run()
 _SUBCOMMANDS = {
     "render": "provisioner.cli.render",
+    "audit": "provisioner.cli.audit",
     "run": "provisioner.runtime.controller_main",
     "sandbox": "provisioner.cli.sandbox",
 }
