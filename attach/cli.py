@@ -70,6 +70,7 @@ def build_ops(settings: Settings, *, env: Mapping[str, str] | None = None) -> No
         iscsi=Iscsi(runner=runner, settings=settings, locks=locks, devices=devices),
         devices=devices,
         mounter=Mounter(runner=runner, mountinfo=settings.mountinfo),
+        kubelet_dir=settings.kubelet_dir,
     )
 
 

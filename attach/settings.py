@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.domain.errors import ConfigError
+from provisioner.domain.numbers import finite_float, strict_int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -28,6 +29,8 @@ class Settings:
     dev_root: Path = Path("/dev")
     state_dir: Path = Path("/var/lib/cinder-attach")
     mountinfo: Path = Path("/proc/self/mountinfo")
+    kubelet_dir: Path = Path("/var/lib/kubelet")
+    iscsi_root: Path = Path("/etc/iscsi")
     node_id: str = ""
     udev_trigger_after: float = 10.0
     udev_broad_trigger_after: float = 3.0
@@ -48,36 +51,63 @@ class Settings:
         return self.dev_root != Path("/dev")
 
 
-def _floats(raw: str) -> tuple[float, ...]:
-    return tuple(float(x) for x in raw.split(",") if x.strip())
+def _float(raw: str, field: str) -> float:
+    return finite_float(raw, field, lo=0.0)
 
 
-def _bool(raw: str) -> bool:
+def _int(raw: str, field: str) -> int:
+    return strict_int(raw, field, lo=0, hi=1000)
+
+
+def _floats(raw: str, field: str) -> tuple[float, ...]:
+    return tuple(_float(x, field) for x in raw.split(",") if x.strip())
+
+
+def _path(raw: str, field: str) -> Path:
+    if not raw or "\x00" in raw:
+        raise ConfigError(field, "must be a non-empty path without NUL bytes")
+    return Path(raw)
+
+
+def _abs_dir(raw: str, field: str) -> Path:
+    path = _path(raw, field)
+    if not path.is_absolute() or ".." in path.parts:
+        raise ConfigError(field, "must be an absolute path without '..'")
+    return path
+
+
+def _str(raw: str, field: str) -> str:
+    return raw
+
+
+def _bool(raw: str, field: str) -> bool:
     if raw.lower() in ("1", "true", "yes", "on"):
         return True
     if raw.lower() in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError(f"not a boolean: {raw!r}")
+    raise ConfigError(field, "must be a boolean (true/false, 1/0, yes/no, on/off)")
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "sysfs_root": Path,
-    "dev_root": Path,
-    "state_dir": Path,
-    "mountinfo": Path,
-    "node_id": str,
-    "udev_trigger_after": float,
-    "udev_broad_trigger_after": float,
-    "map_timeout": float,
-    "kill_grace": float,
-    "command_timeout": float,
-    "unmap_retries": int,
-    "unmap_backoff": float,
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "sysfs_root": _path,
+    "dev_root": _path,
+    "state_dir": _path,
+    "mountinfo": _path,
+    "kubelet_dir": _abs_dir,
+    "iscsi_root": _abs_dir,
+    "node_id": _str,
+    "udev_trigger_after": _float,
+    "udev_broad_trigger_after": _float,
+    "map_timeout": _float,
+    "kill_grace": _float,
+    "command_timeout": _float,
+    "unmap_retries": _int,
+    "unmap_backoff": _float,
     "force_unmap": _bool,
     "iscsi_rescan_at": _floats,
-    "iscsi_lun_timeout": float,
-    "multipath_wait": float,
-    "poll_interval": float,
+    "iscsi_lun_timeout": _float,
+    "multipath_wait": _float,
+    "poll_interval": _float,
 }
 
 #: name → help text. Env var: CINDER_ATTACH_<NAME upper>; flag: --<name with dashes>.
@@ -86,6 +116,10 @@ SPECS: dict[str, str] = {
     "dev_root": "root of device nodes (default /dev)",
     "state_dir": "stash files, locks and temporary key files (default /var/lib/cinder-attach)",
     "mountinfo": "mount table to read (default /proc/self/mountinfo)",
+    "kubelet_dir": "the kubelet directory: every staging and target path must lie under it "
+    "(default /var/lib/kubelet)",
+    "iscsi_root": "open-iscsi's configuration root holding the node database nodes/ and send_targets/, "
+    "where CHAP secrets are written (default /etc/iscsi)",
     "node_id": "node id reported by NodeGetInfo (default: host name)",
     "udev_trigger_after": "seconds a running `rbd map` may wait after its device shows up in sysfs "
     "before the targeted `udevadm trigger` (default 10)",
@@ -126,10 +160,7 @@ def load(env: Mapping[str, str], overrides: Mapping[str, object] | None = None) 
             raw = env[env_name(name)]
         if raw is None:
             continue
-        try:
-            values[name] = parse(raw)
-        except ValueError as e:
-            raise ConfigError(env_name(name), str(e)) from None
+        values[name] = parse(raw, env_name(name))
     settings = Settings(**values)
     if not settings.node_id:
         settings = dataclasses.replace(settings, node_id=os.uname().nodename)

@@ -70,7 +70,7 @@ _HOST_PORT: Final = re.compile(
 # Ceph names: what Cinder and ceph tooling create in practice; no separators of an image spec (/ @).
 _CEPH_NAME: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _CEPH_USER: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-_CEPHX_KEY: Final = re.compile(r"[A-Za-z0-9+/]{16,1024}={0,2}")
+_CEPHX_KEY: Final = re.compile(r"[A-Za-z0-9+/]{4,1024}={0,2}")
 _IQN: Final = re.compile(
     rf"iqn\.[0-9]{{4}}-(?:0[1-9]|1[0-2])\.{_LABEL}(?:\.{_LABEL})*(?::[A-Za-z0-9_.:-]+)?", re.ASCII
 )
@@ -138,7 +138,7 @@ def cephx_user(value: object, *, field: str = "user") -> str:
 def cephx_key(value: object, *, field: str = "key") -> str:
     """A cephx secret (base64); it goes into a 0600 key file, never argv. Never echoed."""
     if not isinstance(value, str) or not _CEPHX_KEY.fullmatch(value):
-        raise InvalidInput(field, "must be a base64 cephx key (16-1024 characters)")
+        raise InvalidInput(field, "must be a base64 cephx key (4-1024 characters)")
     return value
 
 

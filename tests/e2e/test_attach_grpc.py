@@ -300,7 +300,7 @@ def test_other_status_codes(agent: Agent) -> None:
         volume_id="ghost", staging_target_path=str(root / "gs"), target_path=str(root / "gt"),
         volume_capability=mount_cap(),
     )  # fmt: skip
-    expand = pb2.NodeExpandVolumeRequest(volume_id="ghost", volume_path=str(root))
+    expand = pb2.NodeExpandVolumeRequest(volume_id="ghost", volume_path=str(root / "gv"))
     assert (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND) == (
         code_of(lambda: agent.node.NodeGetVolumeStats(stats)),
         code_of(lambda: agent.node.NodePublishVolume(publish)),

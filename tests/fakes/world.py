@@ -60,6 +60,7 @@ class FakeWorld:
         self.dev = root / "dev"
         self.state_dir = root / "state"
         self.mountinfo = root / "mountinfo"
+        self.iscsi_root = root / "etc-iscsi"  # open-iscsi's /etc/iscsi: the fake iscsiadm's node DB
         for d in (self.world, self.sysfs, self.dev, self.state_dir):
             d.mkdir(parents=True, exist_ok=True)
         shim = root / "shim"
@@ -77,6 +78,8 @@ class FakeWorld:
             dev_root=str(self.dev),
             state_dir=str(self.state_dir),
             mountinfo=str(self.mountinfo) if fake_fs else "/proc/self/mountinfo",
+            kubelet_dir=str(root),  # staging/target paths of tests live under the world's root
+            iscsi_root=str(self.iscsi_root),
             node_id="node-1",
         )
         self.env = {
@@ -90,6 +93,7 @@ class FakeWorld:
             "sysfs_root": str(self.sysfs),
             "dev_root": str(self.dev),
             "mountinfo": str(self.mountinfo),
+            "iscsi_root": str(self.iscsi_root),
             "loop": loop,
             "rbd": {"noudev": True, "udev": "ok", "hang": "none", "images": {}, "key": ""},
             "iscsi": {"targets": {}, "multipath": False},

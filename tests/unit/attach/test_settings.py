@@ -54,3 +54,30 @@ def test_every_field_has_a_documented_spec() -> None:
     """Each Settings field has help text (and so an env var and a flag)."""
     assert set(Settings.__dataclass_fields__) == set(SPECS)
     assert "CINDER_ATTACH_STATE_DIR" == env_name("state_dir")
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"CINDER_ATTACH_MAP_TIMEOUT": "nan"}, "CINDER_ATTACH_MAP_TIMEOUT"),
+        ({"CINDER_ATTACH_MAP_TIMEOUT": "inf"}, "CINDER_ATTACH_MAP_TIMEOUT"),
+        ({"CINDER_ATTACH_POLL_INTERVAL": "-1"}, "CINDER_ATTACH_POLL_INTERVAL"),
+        ({"CINDER_ATTACH_UNMAP_RETRIES": "2.5"}, "CINDER_ATTACH_UNMAP_RETRIES"),
+        ({"CINDER_ATTACH_ISCSI_RESCAN_AT": "1,nan"}, "CINDER_ATTACH_ISCSI_RESCAN_AT"),
+        ({"CINDER_ATTACH_KUBELET_DIR": "var/lib/kubelet"}, "CINDER_ATTACH_KUBELET_DIR"),
+        ({"CINDER_ATTACH_KUBELET_DIR": "/var/lib/../kubelet"}, "CINDER_ATTACH_KUBELET_DIR"),
+        ({"CINDER_ATTACH_ISCSI_ROOT": "etc/iscsi"}, "CINDER_ATTACH_ISCSI_ROOT"),
+    ],
+)
+def test_strict_numbers_and_directories(env: dict[str, str], field: str) -> None:
+    """NaN/infinity, negative or fractional counts and relative directories name their variable."""
+    with pytest.raises(ConfigError) as err:
+        load(env)
+    assert field == err.value.field
+
+
+def test_kubelet_dir_and_iscsi_root_defaults() -> None:
+    """Staging paths are checked against /var/lib/kubelet; CHAP secrets go to /etc/iscsi's node DB."""
+    s = load({})
+    assert (Path("/var/lib/kubelet"), Path("/etc/iscsi")) == (s.kubelet_dir, s.iscsi_root)
+    assert Path("/k") == load({"CINDER_ATTACH_KUBELET_DIR": "/k"}).kubelet_dir
