@@ -30,7 +30,7 @@ from provisioner.audit.decide import (
 )
 from provisioner.domain import names
 from provisioner.domain.errors import CinderError, CinderNotFound, KubeNotFound
-from provisioner.domain.model import SnapshotId, VolumeId
+from provisioner.domain.model import BackupId, SnapshotId, VolumeId
 from provisioner.ports import CinderPort
 
 log = structlog.get_logger(__name__)
@@ -101,15 +101,14 @@ def _cloud(name: str, cinder: CinderPort, o: Options, progress: Progress) -> _Cl
     except CinderError as e:
         snaps_ok = False
         errors.append(f"cloud {name}: cannot list snapshots: {e}")
-    list_backups = getattr(cinder, "list_backups", None)
-    has_service = getattr(cinder, "has_backup_service", None)
-    if list_backups is not None:
-        try:
-            if has_service is None or has_service():
-                backups = _counted(list_backups(metadata=tag or None), f"{name}: backups", progress)
-        except CinderError as e:
-            backups_ok = False
-            errors.append(f"cloud {name}: cannot list backups: {e}")
+    try:
+        if cinder.has_backup_service():
+            backups = _counted(cinder.list_backups(metadata=tag or None), f"{name}: backups", progress)
+    except CinderNotFound:
+        backups = []  # no /backups on this cloud (no cinder-backup API): it holds no backups
+    except CinderError as e:
+        backups_ok = False
+        errors.append(f"cloud {name}: cannot list backups: {e}")
     inv = CloudInventory(
         cloud=name,
         volumes=volumes,
@@ -202,11 +201,8 @@ def _fill_in(  # noqa: PLR0917 - one private call site
                 errors.append(f"cloud {cloud}: cannot read snapshot {handle}: {e}")
                 found.append((cloud, "unknown", None))
                 continue
-            get_backup = getattr(cinder, "get_backup", None)
-            if get_backup is None:
-                continue
             try:
-                found.append((cloud, "backup", get_backup(handle)))
+                found.append((cloud, "backup", cinder.get_backup(BackupId(handle))))
             except CinderNotFound:
                 pass
             except CinderError as e:
