@@ -66,6 +66,8 @@ class CinderEmulator:
         delete_seconds: float = 0.0,
         extend_seconds: float = 0.0,
         snapshot_seconds: float = 0.0,
+        backup_seconds: float = 0.0,
+        restore_seconds: float = 0.0,
         profiles: Mapping[str, Profile] | None = None,
         quota: Quota | None = None,
         page_size_max: int = 1000,
@@ -85,6 +87,8 @@ class CinderEmulator:
             delete_seconds=delete_seconds,
             extend_seconds=extend_seconds,
             snapshot_seconds=snapshot_seconds,
+            backup_seconds=backup_seconds,
+            restore_seconds=restore_seconds,
         )
         self.quota = quota or Quota()
         self._store = Store(
@@ -185,6 +189,27 @@ class CinderEmulator:
     def snapshots(self) -> list[dict[str, Any]]:
         """Every snapshot as the API shows it."""
         return self._store.dump()["snapshots"]
+
+    def backups(self) -> list[dict[str, Any]]:
+        """Every backup as the API shows it (with metadata)."""
+        return self._store.dump()["backups"]
+
+    @property
+    def backup_service_up(self) -> bool:
+        """Whether the cinder-backup service is up (set False: backups and restores fail like Cinder's)."""
+        return self._store.backup_service_up
+
+    @backup_service_up.setter
+    def backup_service_up(self, up: bool) -> None:
+        self._store.backup_service_up = up
+
+    def content(self, volume_id: str) -> str | None:
+        """The volume's content marker (copied by snapshots, clones, backups and restores)."""
+        return self._store.content(volume_id)
+
+    def write_content(self, volume_id: str, marker: str) -> None:
+        """Put a content marker on the volume, as a workload writing to it would."""
+        self._store.write_content(volume_id, marker)
 
     def attachments(self) -> list[dict[str, Any]]:
         """Every attachment, including the connector it was created with."""

@@ -5,7 +5,9 @@ consume it; keeping it small and behind one lock makes that safe and easy to rea
 adapter's operation names (``create_volume``, ``get_volume``, ``list_volumes``, ``delete_volume``,
 ``extend_volume``, ``reserve``, ``unreserve``, ``initialize_connection``, ``terminate_connection``,
 ``create_attachment``, ``complete_attachment``, ``delete_attachment``, ``get_attachment``,
-``create_snapshot``, ``get_snapshot``, ``list_snapshots``, ``delete_snapshot``, ``versions``, ``auth``),
+``create_snapshot``, ``get_snapshot``, ``list_snapshots``, ``delete_snapshot``, ``create_backup``,
+``get_backup``, ``list_backups``, ``delete_backup``, ``restore_backup``, ``list_services``, ``versions``,
+``auth``),
 or ``*`` for any operation. :meth:`Faults.fail_for` is a storm: every matching call fails until a deadline
 (an outage), where :meth:`Faults.fail_next` fails a counted number of calls.
 """
@@ -53,6 +55,8 @@ class Faults:
         self._storms: dict[str, tuple[float, InjectedFailure]] = {}  # operation → (until, failure)
         self._failures: dict[str, list[_Pending]] = {}
         self._create_rules: list[_CreateRule] = []
+        self._backup_rules: list[_CreateRule] = []  # how backups end (pattern on the backup name)
+        self._restore_rules: list[_CreateRule] = []  # how restores end (pattern on the backup name)
         self._latency: dict[str, float] = {}
 
     def fail_next(
@@ -103,6 +107,17 @@ class Faults:
         with self._lock:
             self._create_rules.append(_CreateRule("stuck", count, name_pattern))
 
+    def error_on_backup(self, *, count: int | None = 1, name_pattern: str | None = None) -> None:
+        """Matching backups go to ``error`` (with a ``fail_reason``) instead of ``available``."""
+        with self._lock:
+            self._backup_rules.append(_CreateRule("error", count, name_pattern))
+
+    def error_on_restore(self, *, count: int | None = 1, name_pattern: str | None = None) -> None:
+        """Restores of matching backups leave the volume ``error_restoring`` (the backup goes back to
+        ``available``, as in real Cinder)."""
+        with self._lock:
+            self._restore_rules.append(_CreateRule("error", count, name_pattern))
+
     def set_latency(self, operation: str, seconds: float) -> None:
         """Every call of ``operation`` (or ``*``) waits ``seconds`` before it is served."""
         with self._lock:
@@ -114,6 +129,8 @@ class Faults:
             self._storms.clear()
             self._failures.clear()
             self._create_rules.clear()
+            self._backup_rules.clear()
+            self._restore_rules.clear()
             self._latency.clear()
 
     # --- consumed by the server --------------------------------------------------------------------
@@ -143,8 +160,19 @@ class Faults:
 
     def create_outcome(self, name: str) -> CreateOutcome:
         """How a create of a volume called ``name`` ends (consumes a counted rule)."""
+        return self._outcome(self._create_rules, name)
+
+    def backup_outcome(self, name: str) -> CreateOutcome:
+        """How a backup called ``name`` ends (consumes a counted rule)."""
+        return self._outcome(self._backup_rules, name)
+
+    def restore_outcome(self, backup_name: str) -> CreateOutcome:
+        """How a restore of the backup called ``backup_name`` ends (consumes a counted rule)."""
+        return self._outcome(self._restore_rules, backup_name)
+
+    def _outcome(self, rules: list[_CreateRule], name: str) -> CreateOutcome:
         with self._lock:
-            for rule in self._create_rules:
+            for rule in rules:
                 if rule.pattern is not None and not fnmatch.fnmatchcase(name, rule.pattern):
                     continue
                 if rule.remaining is not None:

@@ -81,6 +81,11 @@ def route(method: str, path: str, body: Any, version: tuple[int, int], query: di
         found = _volumes(method, path, ident=ident, sub=sub, body=body, version=version, query=query)
     elif res == "attachments" and version >= (3, 27):
         found = _attachments(method, ident, sub, body, version)
+    elif res == "backups":
+        found = _backups(method, path, ident=ident, sub=sub, body=body, query=query, version=version)
+    elif res == "os-services" and method == "GET" and ident is None:
+        binary = query.get("binary")
+        found = Route("list_services", lambda s, _l, _b: (200, {"services": s.services(binary)}))
     elif res == "snapshots":
         found = _snapshots(method, path, ident=ident, sub=sub, body=body, query=query, version=version)
     elif res == "types" and method == "GET" and ident is None:
@@ -108,8 +113,13 @@ def _volumes(
     query: dict[str, str],
 ) -> Route | None:
     if method == "POST" and ident is None:
+        from_backup_ok = version >= (3, 47)  # 3.47: create a volume from a backup
         return Route(
-            "create_volume", lambda s, _l, _b: (202, {"volume": s.create_volume(body.get("volume") or {})})
+            "create_volume",
+            lambda s, _l, _b: (
+                202,
+                {"volume": s.create_volume(body.get("volume") or {}, from_backup_ok=from_backup_ok)},
+            ),
         )
     if method == "GET" and ident in (None, "detail"):
         flt = _filters(query, ("name", "name~", "status", "metadata", "availability_zone"))
@@ -251,4 +261,48 @@ def _snapshots(
             return 202, None
 
         return Route("delete_snapshot", delete)
+    return None
+
+
+def _backups(
+    method: str,
+    path: str,
+    *,
+    ident: str | None,
+    sub: str | None,
+    body: dict[str, Any],
+    query: dict[str, str],
+    version: tuple[int, int],
+) -> Route | None:
+    meta = version >= (3, 43)  # backup metadata
+    if method == "POST" and ident is None:
+        backup = body.get("backup") or {}
+        return Route(
+            "create_backup",
+            lambda s, _l, _b: (202, {"backup": s.create_backup(backup, with_metadata=meta)}),
+        )
+    if method == "GET" and ident in (None, "detail"):
+        flt = _filters(query, ("name", "status", "volume_id", *(("metadata",) if meta else ())))
+
+        def list_backups(s: Store, limit: int, base: str) -> Result:
+            return 200, _page(s.list_backups(flt, with_metadata=meta), "backups", query, limit, base + path)
+
+        return Route("list_backups", list_backups)
+    if ident is None:
+        return None
+    bid: str = ident
+    if sub == "restore" and method == "POST":
+        restore = body.get("restore") or {}
+        return Route("restore_backup", lambda s, _l, _b: (202, {"restore": s.restore_backup(bid, restore)}))
+    if sub is not None:
+        return None
+    if method == "GET":
+        return Route("get_backup", lambda s, _l, _b: (200, {"backup": s.get_backup(bid, with_metadata=meta)}))
+    if method == "DELETE":
+
+        def delete(s: Store, _l: int, _b: str) -> Result:
+            s.delete_backup(bid)
+            return 202, None
+
+        return Route("delete_backup", delete)
     return None

@@ -1,10 +1,14 @@
-"""The Cinder emulator's state: volumes, snapshots and attachments, with Cinder's status rules.
+"""The Cinder emulator's state: volumes, snapshots, backups and attachments, with Cinder's status rules.
 
 Why: the HTTP layer only parses and renders; every rule that real Cinder enforces (what status allows
 delete / extend / attach, snapshots block delete unless cascade, quotas) lives here, in one place, so the
 contract suite can find where the emulator diverges from real Cinder. Statuses that real Cinder reaches
 asynchronously (creating → available, deleting → gone) are computed lazily from the clock when a record is
 read, so 1,000 volumes cost no threads or timers.
+
+Volumes carry an opaque ``content`` marker (tests write it, ``emulator.content(volume_id)`` reads it): a
+snapshot, clone, backup and restore copy it like the real thing copies blocks, so an end-to-end test can
+prove that a restored claim holds the data of the claim it came from.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class Timing:
     delete_seconds: float = 0.0
     extend_seconds: float = 0.0
     snapshot_seconds: float = 0.0
+    backup_seconds: float = 0.0
+    restore_seconds: float = 0.0
 
 
 @dataclass(slots=True)
@@ -71,7 +77,7 @@ class Quota:
 class Rec:
     id: str
     seq: int
-    kind: str  # "volume" | "snapshot"
+    kind: str  # "volume" | "snapshot" | "backup"
     name: str
     size: int
     status: str
@@ -116,16 +122,21 @@ class StoreBase:
         self._vols: dict[str, Rec] = {}
         self._snaps: dict[str, Rec] = {}
         self._atts: dict[str, Att] = {}
+        self._backups: dict[str, Rec] = {}
+        self.backup_service_up = True  # GET /os-services?binary=cinder-backup: state up (else down)
         self.types = {name: str(uuid.uuid5(uuid.NAMESPACE_URL, "type:" + name)) for name in profiles}
         self._profiles = dict(profiles)
 
     # --- lazy transitions ---------------------------------------------------------------------------
 
     def _settle(self, rec: Rec, table: dict[str, Rec]) -> bool:
-        """Apply a due transition; False when the record is gone."""
+        """Apply a due transition (and its ``on_settle`` effect); False when the record is gone."""
         if rec.pending is not None and self._clock() >= rec.pending[1]:
             target = rec.pending[0]
             rec.pending = None
+            effect = rec.extra.pop("on_settle", None)
+            if effect is not None:
+                effect()
             if target == GONE:
                 del table[rec.id]
                 if rec.kind == "volume":
@@ -259,7 +270,49 @@ class StoreBase:
                 self._snapshot_view(r) for r in list(self._snaps.values()) if self._settle(r, self._snaps)
             ]
             atts = [{**self._attachment_view(a), "connector": a.connector} for a in self._atts.values()]
-            return {"volumes": vols, "snapshots": snaps, "attachments": atts}
+            backups = [
+                self._backup_view(r, with_metadata=True)
+                for r in list(self._backups.values())
+                if self._settle(r, self._backups)
+            ]
+            return {"volumes": vols, "snapshots": snaps, "attachments": atts, "backups": backups}
+
+    def _backup_view(self, rec: Rec, *, with_metadata: bool) -> dict[str, Any]:
+        x = rec.extra
+        view = {
+            "id": rec.id,
+            "name": rec.name or None,
+            "description": x["description"],
+            "volume_id": x["volume_id"],
+            "snapshot_id": None,
+            "status": rec.status,
+            "size": rec.size,
+            "object_count": 0,
+            "container": "emulator-backups",
+            "availability_zone": "nova",
+            "created_at": rec.created_at,
+            "updated_at": None,
+            "data_timestamp": rec.created_at,
+            "fail_reason": x.get("fail_reason"),
+            "is_incremental": x["parent_id"] is not None,
+            "has_dependent_backups": any(
+                b.extra["parent_id"] == rec.id for b in self._backups.values() if b.status != "deleting"
+            ),
+            "links": [],
+        }
+        if with_metadata:  # 3.43+
+            view["metadata"] = dict(rec.metadata)
+        return view
+
+    def content(self, volume_id: str) -> str | None:
+        """The content marker of a volume (None = never written: a blank volume)."""
+        with self._lock:
+            return self._vol(volume_id).extra.get("content")
+
+    def write_content(self, volume_id: str, marker: str) -> None:
+        """What a workload would write onto the volume (test hook, not an API)."""
+        with self._lock:
+            self._vol(volume_id).extra["content"] = marker
 
 
 def matches(rec: Rec, filters: Mapping[str, Any], like_filters: bool) -> bool:

@@ -11,13 +11,13 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from provisioner.testworld.cinder_emulator.backups import BackupStore
 from provisioner.testworld.cinder_emulator.state import (
     DELETABLE,
     GONE,
     ApiError,
     Att,
     Rec,
-    StoreBase,
     invalid,
     matches,
     not_found,
@@ -25,11 +25,11 @@ from provisioner.testworld.cinder_emulator.state import (
 )
 
 
-class Store(StoreBase):
+class Store(BackupStore):
     """All emulator state behind one lock; every public method is one atomic Cinder operation."""
 
-    def create_volume(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """POST /volumes."""
+    def create_volume(self, body: Mapping[str, Any], *, from_backup_ok: bool = False) -> dict[str, Any]:
+        """POST /volumes (``backup_id`` from 3.47: ``from_backup_ok``)."""
         size = body.get("size")
         if not isinstance(size, int) or isinstance(size, bool) or size < 1:
             raise invalid(f"Invalid input received: size must be an integer >= 1, not {size!r}")
@@ -41,6 +41,17 @@ class Store(StoreBase):
             vtype = self._resolve_type(body.get("volume_type"))
             snapshot_id = body.get("snapshot_id")
             source_volid = body.get("source_volid")
+            backup_id = body.get("backup_id") if from_backup_ok else None
+            backup = None
+            content = None
+            if backup_id:
+                backup = self._backup(str(backup_id))
+                if backup.status != "available":
+                    raise invalid("Invalid backup: Backup status must be available")
+                if size < backup.size:
+                    raise invalid("Invalid input received: Volume size cannot be lesser than backup size")
+                if not self.backup_service_up:
+                    raise ApiError(404, "itemNotFound", "Service cinder-backup could not be found.")
             if snapshot_id:
                 snap = self._snap(str(snapshot_id))
                 if snap.status != "available":
@@ -52,12 +63,14 @@ class Store(StoreBase):
                     if not body.get("volume_type") and snap.extra["volume_id"] in self._vols
                     else vtype
                 )
+                content = snap.extra.get("content")
             if source_volid:
                 src = self._vol(str(source_volid))
                 if src.status not in ("available", "in-use"):
                     raise invalid("Invalid volume: Source volume status must be available or in-use.")
                 if size < src.size:
                     raise invalid("Invalid input received: Clones currently must be >= original volume size.")
+                content = src.extra.get("content")
             self._check_quota(volumes=1, gigabytes=size)
             outcome = self._faults.create_outcome(name)
             self._seq += 1
@@ -77,12 +90,15 @@ class Store(StoreBase):
                     "snapshot_id": snapshot_id or None,
                     "source_volid": source_volid or None,
                     "multiattach": bool(body.get("multiattach", False)),
+                    "content": content,
                 },
             )
             if outcome != "stuck":
                 target = "error" if outcome == "error" else "available"
                 rec.pending = (target, self._later(self.timing.create_seconds))
             self._vols[rec.id] = rec
+            if backup is not None and outcome == "ok":
+                self.start_restore(backup, rec, volume_status="creating")
             return self._volume_view(rec)
 
     def get_volume(self, volume_id: str) -> dict[str, Any]:
@@ -267,7 +283,11 @@ class Store(StoreBase):
                 status="creating",
                 metadata=dict(body.get("metadata") or {}),
                 created_at=now_iso(),
-                extra={"volume_id": volume_id, "description": body.get("description")},
+                extra={
+                    "volume_id": volume_id,
+                    "description": body.get("description"),
+                    "content": vol.extra.get("content"),
+                },
                 pending=("available", self._later(self.timing.snapshot_seconds)),
             )
             self._snaps[rec.id] = rec
