@@ -107,7 +107,7 @@ class Progress:
         self._stream = stream
         self.enabled = enabled
         self._clock = clock
-        self._last = 0.0
+        self._last = float("-inf")
         self._counts: dict[str, int] = {}
 
     def __call__(self, stage: str, count: int) -> None:
@@ -189,7 +189,7 @@ def audit_command(
     cluster_id: str,
     default_cloud: str,
     provisioner_name: str,
-    request_id: Callable[[], str | None] = lambda: None,
+    request_id: Callable[[], str | None] | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
     wall: Callable[[], float] = time.time,
@@ -251,7 +251,7 @@ def audit_command(
                 audit=options,
                 yes=args.yes,
                 max_workers=args.concurrency,
-                request_id=request_id,
+                request_id=request_id or _request_id,
             )
         except (KubeError, ProvisionerError) as e:
             print(f"error: --fix: {e}", file=stderr)
