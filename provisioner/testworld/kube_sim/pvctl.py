@@ -35,6 +35,8 @@ ANN_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 ANN_BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
 ANN_BETA_CLASS = "volume.beta.kubernetes.io/storage-class"
 ANN_DEFAULT_CLASS = "storageclass.kubernetes.io/is-default-class"
+#: Set on a PV by the resizer while the node still has to grow the volume: the claim keeps its old capacity
+ANN_PRE_RESIZE_CAPACITY = "volume.alpha.kubernetes.io/pre-resize-capacity"
 NO_PROVISIONER = "kubernetes.io/no-provisioner"
 COMPONENT = "persistentvolume-controller"
 
@@ -286,11 +288,15 @@ class PVController:
         self._store.mutate(PVC, ns, name, volume_name)
 
         def bound_status(o: Obj) -> Obj | None:
+            capacity = dict(pv["spec"].get("capacity") or {})
+            pre_resize = (pv["metadata"].get("annotations") or {}).get(ANN_PRE_RESIZE_CAPACITY)
+            if pre_resize:  # a resize waits for the node: the claim keeps (or gets) the old capacity
+                capacity = dict((o.get("status") or {}).get("capacity") or {"storage": pre_resize})
             status = {
                 **(o.get("status") or {}),
                 "phase": "Bound",
                 "accessModes": pv["spec"].get("accessModes", []),
-                "capacity": dict(pv["spec"].get("capacity") or {}),
+                "capacity": capacity,
             }
             if o.get("status") == status:
                 return None

@@ -24,6 +24,7 @@ from provisioner.testworld.kube_sim.objects import clone
 from provisioner.testworld.kube_sim.resources import BY_KEY, RESOURCES, ResourceType
 from provisioner.testworld.kube_sim.snapshots import Snapshotter
 from provisioner.testworld.kube_sim.store import Store
+from provisioner.testworld.kube_sim.validation import admit_resize
 from provisioner.testworld.kube_sim.watchers import END
 
 Obj = dict[str, Any]
@@ -59,6 +60,9 @@ class KubeSimulator:
         self.store = Store(history_limit=history_limit)
         self.faults = Faults(self.store)
         self.store.admission.append(admit_defaults(self.store))
+        self.store.update_admission.append(
+            admit_resize(lambda name: self.store.find(BY_KEY["storage.k8s.io/storageclasses"], "", name))
+        )
         self.controllers = ClusterControllers(
             self.store,
             enabled=resolve_enabled(controllers),

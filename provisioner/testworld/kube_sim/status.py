@@ -105,6 +105,11 @@ def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiEr
     return ApiError(422, "Invalid", f'{rt.kind} "{name}" is invalid: {text}', details=details)
 
 
+def forbidden(rt: ResourceType, name: str, why: str) -> ApiError:
+    """403 Forbidden (an admission plugin refused the request)."""
+    return ApiError(403, "Forbidden", f'{rt.plural} "{name}" is forbidden: {why}', details=_details(rt, name))
+
+
 def bad_request(message: str) -> ApiError:
     """400 BadRequest."""
     return ApiError(400, "BadRequest", message)

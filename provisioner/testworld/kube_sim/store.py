@@ -63,6 +63,8 @@ class Store:
         self._listeners: list[Callable[[Change], None]] = []
         #: Create-time mutators (admission plugins), e.g. protection finalizers.
         self.admission: list[Callable[[ResourceType, Obj], None]] = []
+        #: Update-time validating admission plugins: (type, old, new, subresource), raise ApiError to refuse.
+        self.update_admission: list[Callable[[ResourceType, Obj, Obj, str], None]] = []
         #: Whether DELETE with Foreground/Orphan adds the GC finalizers (only when a GC runs).
         self.gc_finalizers = False
 
@@ -372,6 +374,8 @@ class Store:
 
     def _update(self, rt: ResourceType, old: Obj, new: Obj, *, subresource: str, manager: str) -> Obj:
         result = prepare_update(rt, old, new, subresource=subresource)
+        for hook in self.update_admission:
+            hook(rt, old, result, subresource)
         if comparable(result) == comparable(old):
             return old  # a no-op write does not bump the resourceVersion, like the real server
         record_manager(result, manager, "Update", subresource)

@@ -9,10 +9,14 @@ the way it would fail in a cluster.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from fractions import Fraction
 from typing import Any
 
+from provisioner.domain.errors import InvalidInput
+from provisioner.domain.quantity import parse_quantity
 from provisioner.testworld.kube_sim.resources import ResourceType
-from provisioner.testworld.kube_sim.status import invalid
+from provisioner.testworld.kube_sim.status import forbidden, invalid
 
 Obj = dict[str, Any]
 
@@ -147,9 +151,17 @@ def validate_update(rt: ResourceType, old: Obj, new: Obj) -> None:
     name = new["metadata"]["name"]
     old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
     if rt.key == "core/persistentvolumeclaims":
-        ignore = ["resources", "volumeAttributesClassName"]
+        # ValidatePersistentVolumeClaimUpdate: only a *bound* claim's resources.requests may change (and
+        # then not below status.capacity: RecoverVolumeExpansionFailure lets a request shrink back to
+        # just above it, never to it); resources.limits never.
+        ignore = ["volumeAttributesClassName"]
         if not old_spec.get("volumeName"):  # volumeName may be set once
             ignore.append("volumeName")
+        bound = (old.get("status") or {}).get("phase") == "Bound"
+        old_res, new_res = old_spec.get("resources") or {}, new_spec.get("resources") or {}
+        if bound and old_res.get("limits") == new_res.get("limits"):
+            ignore.append("resources")
+            _check_request_not_below_capacity(rt, old, new)
         if _without(old_spec, *ignore) != _without(new_spec, *ignore):
             raise invalid(
                 rt,
@@ -181,3 +193,53 @@ def validate_update(rt: ResourceType, old: Obj, new: Obj) -> None:
                 raise invalid(rt, name, [(key, f"Forbidden: updates to {key} are forbidden.")])
     if rt.key in ("core/persistentvolumeclaims", "core/persistentvolumes"):
         validate_object(rt, new)
+
+
+def _storage(obj: Obj, *path: str) -> Fraction | None:
+    node: Any = obj
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+    if node is None:
+        return None
+    try:
+        return parse_quantity(str(node))
+    except InvalidInput:
+        return None
+
+
+def _check_request_not_below_capacity(rt: ResourceType, old: Obj, new: Obj) -> None:
+    old_size = _storage(old, "spec", "resources", "requests", "storage")
+    new_size = _storage(new, "spec", "resources", "requests", "storage")
+    capacity = _storage(old, "status", "capacity", "storage")
+    if old_size is None or new_size is None or new_size >= old_size or capacity is None:
+        return
+    if new_size <= capacity:
+        raise invalid(
+            rt,
+            new["metadata"]["name"],
+            [("spec.resources.requests.storage", "Forbidden: field can not be less than status.capacity")],
+        )
+
+
+RESIZE_FORBIDDEN = (
+    "only dynamically provisioned pvc can be resized and the storageclass that provisions the pvc must "
+    "support resize"
+)
+
+
+def admit_resize(find_class: Callable[[str], Obj | None]) -> Callable[[ResourceType, Obj, Obj, str], None]:
+    """The PersistentVolumeClaimResize admission plugin: growing a claim needs a class that allows it."""
+
+    def admit(rt: ResourceType, old: Obj, new: Obj, subresource: str) -> None:
+        if rt.key != "core/persistentvolumeclaims" or subresource:
+            return
+        old_size = _storage(old, "spec", "resources", "requests", "storage")
+        new_size = _storage(new, "spec", "resources", "requests", "storage")
+        if old_size is None or new_size is None or new_size <= old_size:
+            return
+        class_name = (new.get("spec") or {}).get("storageClassName") or ""
+        sc = find_class(class_name) if class_name else None
+        if sc is None or sc.get("allowVolumeExpansion") is not True:
+            raise forbidden(rt, new["metadata"]["name"], RESIZE_FORBIDDEN)
+
+    return admit

@@ -154,18 +154,19 @@ def test_server_defaults(core: client.CoreV1Api, storage: client.StorageV1Api) -
 
 
 def test_pvc_spec_is_immutable(core: client.CoreV1Api, storage: client.StorageV1Api) -> None:
-    """Changing a PVC's access modes is 422; growing its request is allowed."""
+    """Changing a PVC's access modes is 422; so is growing an unbound claim's request."""
     storage.create_storage_class(storage_class_body())
     core.create_namespaced_persistent_volume_claim("default", pvc_body("c"))
     with pytest.raises(ApiException) as e:
         core.patch_namespaced_persistent_volume_claim(
             "c", "default", {"spec": {"accessModes": ["ReadWriteMany"]}}
         )
-    grown = core.patch_namespaced_persistent_volume_claim(
-        "c", "default", {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
-    )
-    assert 422 == e.value.status
-    assert {"storage": "2Gi"} == grown.spec.resources.requests
+    with pytest.raises(ApiException) as grow:
+        core.patch_namespaced_persistent_volume_claim(
+            "c", "default", {"spec": {"resources": {"requests": {"storage": "2Gi"}}}}
+        )
+    assert (422, 422) == (e.value.status, grow.value.status)
+    assert "except resources.requests and volumeAttributesClassName for bound claims" in grow.value.body
 
 
 def test_pv_without_source_is_422(core: client.CoreV1Api) -> None:
