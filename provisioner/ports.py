@@ -1,4 +1,4 @@
-"""Ports: the interfaces the core needs from the outside world.
+"""Ports: the interfaces the core needs from the outside world (every Protocol of the controller lives here).
 
 Each port has a real adapter (``provisioner/adapters``) and is exercised by one contract suite
 (``tests/contract``) against the emulator and, where it exists here, the real thing.
@@ -7,7 +7,7 @@ Each port has a real adapter (``provisioner/adapters``) and is exercised by one 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 from provisioner.domain.model import (
     Attachment,
@@ -129,3 +129,89 @@ class CinderPort(Protocol):
         """Restore into ``volume_id`` (available, at least the backup's size), or into a new volume Cinder
         creates (named ``name``). Not retried."""
         ...
+
+
+# ---- Kubernetes -------------------------------------------------------------------------------------
+
+Obj = dict[str, Any]
+
+
+class Cache(Protocol):
+    """Read access to an informer's cache."""
+
+    def get(self, key: str) -> Obj | None: ...
+
+    def values(self) -> list[Obj]: ...
+
+
+class KubeWriter(Protocol):
+    """The Kubernetes writes reconcile performs (provisioner.adapters.kube.KubeAdapter)."""
+
+    def get(self, resource: str, name: str, *, namespace: str | None = None) -> Obj: ...
+
+    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Obj: ...
+
+    def patch(
+        self,
+        resource: str,
+        name: str,
+        patch: Any,
+        *,
+        namespace: str | None = None,
+        patch_type: Any = "merge",
+        subresource: str | None = None,
+    ) -> Obj: ...
+
+    def delete(
+        self,
+        resource: str,
+        name: str,
+        *,
+        namespace: str | None = None,
+        uid: str | None = None,
+        propagation: str | None = None,
+    ) -> None: ...
+
+
+class EventWriter(Protocol):
+    """The slice of the Kubernetes adapter the recorder needs."""
+
+    def get(self, resource: str, name: str, *, namespace: str | None = None) -> Any: ...
+
+    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Any: ...
+
+    def patch(
+        self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = ...
+    ) -> Any: ...
+
+
+class ListWatcher(Protocol):
+    """What an informer needs from the Kubernetes adapter."""
+
+    def list(self, resource: str) -> tuple[list[Obj], str]: ...
+
+    def watch(
+        self, resource: str, *, resource_version: str, timeout_seconds: int = 300
+    ) -> Iterator[tuple[str, Obj]]: ...
+
+
+class LeaseClient(Protocol):
+    """The slice of the Kubernetes adapter the elector needs."""
+
+    def get(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any]: ...
+
+    def create(self, resource: str, obj: Any, *, namespace: str | None = None) -> dict[str, Any]: ...
+
+    def replace(self, resource: str, obj: Any, *, namespace: str | None = None) -> dict[str, Any]: ...
+
+
+# ---- time -----------------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """The one source of time: ``monotonic`` for delays, backoff and deadlines; ``wall`` for what is
+    written down (timestamps other replicas compare). Tests inject a fake one."""
+
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...

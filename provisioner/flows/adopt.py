@@ -26,15 +26,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Final, Protocol
+from typing import Final
 
 import structlog
 
 from provisioner.domain import names
 from provisioner.domain.errors import InvalidInput
-from provisioner.domain.model import AVAILABLE, Volume, VolumeId
+from provisioner.domain.model import AVAILABLE, Volume
 from provisioner.flows.claims import EXPORTABLE
 from provisioner.flows.context import Context, Obj
+from provisioner.ports import CinderPort
 
 log = structlog.get_logger(__name__)
 
@@ -234,17 +235,7 @@ def check_adoption(
     return Adopt(volume=volume, tags=wanted)
 
 
-class VolumeTagger(Protocol):
-    """The one CinderPort method adoption needs (the fenced port from ``ctx.cinder()`` in the flow).
-
-    Typed on its own until ``set_volume_metadata`` joins ``ports.CinderPort`` together with its fenced
-    wrapper (``flows/fencing.py``); a CinderPort satisfies it then, unchanged.
-    """
-
-    def set_volume_metadata(self, volume_id: VolumeId, metadata: Mapping[str, str]) -> None: ...
-
-
-def adopt(ctx: Context, cinder: VolumeTagger, step: Adopt) -> Volume:
+def adopt(ctx: Context, cinder: CinderPort, step: Adopt) -> Volume:
     """Tag the volume as the claim's (one fenced Cinder call); the volume as Cinder now has it."""
     if not step.tags:
         return step.volume

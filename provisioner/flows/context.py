@@ -7,53 +7,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from provisioner.domain.errors import ConfigError, InvalidInput
 from provisioner.domain.model import Connector, VolumeId
 from provisioner.flows.fencing import FencedCinder
-from provisioner.ports import CinderPort
+from provisioner.ports import Cache, CinderPort, KubeWriter
 from provisioner.telemetry.events import EventRecorder
 from provisioner.telemetry.metrics import Metrics
 
 Obj = dict[str, Any]
-
-
-class Cache(Protocol):
-    """Read access to an informer's cache."""
-
-    def get(self, key: str) -> Obj | None: ...
-
-    def values(self) -> list[Obj]: ...
-
-
-class KubeWriter(Protocol):
-    """The Kubernetes writes reconcile performs (provisioner.adapters.kube.KubeAdapter)."""
-
-    def get(self, resource: str, name: str, *, namespace: str | None = None) -> Obj: ...
-
-    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Obj: ...
-
-    def patch(
-        self,
-        resource: str,
-        name: str,
-        patch: Any,
-        *,
-        namespace: str | None = None,
-        patch_type: Any = "merge",
-        subresource: str | None = None,
-    ) -> Obj: ...
-
-    def delete(
-        self,
-        resource: str,
-        name: str,
-        *,
-        namespace: str | None = None,
-        uid: str | None = None,
-        propagation: str | None = None,
-    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,7 +55,11 @@ class Hint:
 class Hints:
     """uid → Hint, thread-safe. Entries are dropped when a flow completes."""
 
-    def __init__(self, *, remember_released: int = 4096) -> None:
+    def __init__(
+        self, *, remember_released: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        """``clock``: the context's monotonic clock (a new hint's ``started``)."""
+        self._clock = clock
         self._d: dict[str, Hint] = {}
         self._lock = threading.Lock()
         # uids whose intent finalizer we removed recently: a late event still showing it needs no patch
@@ -103,7 +70,7 @@ class Hints:
         with self._lock:
             hint = self._d.get(uid)
             if hint is None:
-                hint = self._d[uid] = Hint()
+                hint = self._d[uid] = Hint(started=self._clock())
             return hint
 
     def drop(self, uid: str) -> None:

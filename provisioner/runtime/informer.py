@@ -10,27 +10,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import structlog
 
 from provisioner.domain.errors import KubeError, KubeGone
+from provisioner.ports import ListWatcher
 
 log = structlog.get_logger(__name__)
 
 Obj = dict[str, Any]
 Handler = Callable[[str, Obj | None, Obj | None], None]  # (event, old, new)
-
-
-class ListWatcher(Protocol):
-    """What an informer needs from the Kubernetes adapter."""
-
-    def list(self, resource: str) -> tuple[list[Obj], str]: ...
-
-    def watch(
-        self, resource: str, *, resource_version: str, timeout_seconds: int = 300
-    ) -> Iterator[tuple[str, Obj]]: ...
 
 
 _DROP_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)

@@ -15,23 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
 import structlog
 
 from provisioner.domain.errors import ConfigError, KubeConflict, KubeError, KubeNotFound
+from provisioner.ports import LeaseClient
 
 log = structlog.get_logger(__name__)
-
-
-class LeaseClient(Protocol):
-    """The slice of the Kubernetes adapter the elector needs."""
-
-    def get(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any]: ...
-
-    def create(self, resource: str, obj: Any, *, namespace: str | None = None) -> dict[str, Any]: ...
-
-    def replace(self, resource: str, obj: Any, *, namespace: str | None = None) -> dict[str, Any]: ...
 
 
 def _micro_now() -> str:

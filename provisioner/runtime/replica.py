@@ -21,7 +21,7 @@ import structlog
 from provisioner.adapters.health import HealthServer
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.config.settings import ProvisionerConfig
-from provisioner.ports import CinderPort
+from provisioner.ports import CinderPort, Clock
 from provisioner.runtime.controller import Controller
 from provisioner.runtime.informer import Informer
 from provisioner.runtime.leader import LeaderElector
@@ -49,6 +49,7 @@ class Replica:
         checkpoint: Callable[[str], None] | None = None,
         stuck_after_seconds: float = 300.0,
         sync_timeout_seconds: float = 60.0,
+        clock: Clock | None = None,
         **settings_overrides: float,
     ) -> None:
         """``stuck_after_seconds``: a worker inside one step for longer fails ``/healthz``;
@@ -92,6 +93,7 @@ class Replica:
             watch_timeout_seconds=watch_timeout_seconds,
             checkpoint=checkpoint or (lambda point: None),
             stuck_after_seconds=stuck_after_seconds,
+            clock=clock,
             **settings_overrides,
         )
         self.controller.on_crash = self.crash

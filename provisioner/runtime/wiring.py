@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 
 from provisioner.config.settings import ProvisionerConfig
 from provisioner.domain.model import Connector
 from provisioner.flows.context import Context, Hints, Settings
-from provisioner.ports import CinderPort
+from provisioner.ports import CinderPort, Clock
 from provisioner.runtime.controller import Controller
 from provisioner.runtime.informer import Informer
 from provisioner.telemetry.events import EventRecorder
 from provisioner.telemetry.metrics import Metrics, make_metrics
+
+
+class SystemClock:
+    """The real clock (``ports.Clock``); tests pass a fake one to ``build_controller``."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
 
 
 def make_clouds(config: ProvisionerConfig, metrics: Metrics) -> dict[str, CinderPort]:
@@ -53,12 +64,20 @@ def build_controller(
     watch_timeout_seconds: int = 300,
     checkpoint: Callable[[str], None] = lambda point: None,
     stuck_after_seconds: float = 300.0,
+    clock: Clock | None = None,
     **settings_overrides: float,
 ) -> Controller:
-    """A ready-to-start Controller (informers not yet started)."""
+    """A ready-to-start Controller (informers not yet started); ``clock`` is the one source of time of
+    the controller, its queue, its flows and its event recorder."""
+    clk = clock or SystemClock()
     m = metrics or make_metrics()
     cinders = dict(clouds) if clouds is not None else make_clouds(config, m)
-    recorder = EventRecorder(kube, component=config.provisioner_name, instance=identity)  # type: ignore[arg-type]
+    recorder = EventRecorder(
+        kube,  # type: ignore[arg-type]
+        component=config.provisioner_name,
+        instance=identity,
+        clock=clk.monotonic,
+    )
 
     def make_context(pvcs: Informer, pvs: Informer, classes: Informer) -> Context:
         return Context(
@@ -70,9 +89,11 @@ def build_controller(
             classes=classes,
             events=recorder,
             metrics=m,
-            hints=Hints(),
+            hints=Hints(clock=clk.monotonic),
             is_leader=is_leader,
             checkpoint=checkpoint,
+            clock=clk.monotonic,
+            wall=clk.wall,
         )
 
     return Controller(
@@ -82,4 +103,5 @@ def build_controller(
         resync_seconds=resync_seconds,
         watch_timeout_seconds=watch_timeout_seconds,
         stuck_after_seconds=stuck_after_seconds,
+        clock=clk.monotonic,
     )

@@ -20,11 +20,12 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import structlog
 
 from provisioner.domain.errors import KubeAlreadyExists, KubeError
+from provisioner.ports import EventWriter
 
 log = structlog.get_logger(__name__)
 
@@ -73,18 +74,6 @@ PROVISIONING_FAILED = "ProvisioningFailed"
 PROVISIONING_CLEANUP_FAILED = "ProvisioningCleanupFailed"
 VOLUME_FAILED_DELETE = "VolumeFailedDelete"
 VOLUME_DELETE_WAITING = "VolumeDeleteWaiting"
-
-
-class EventWriter(Protocol):
-    """The slice of the Kubernetes adapter the recorder needs."""
-
-    def get(self, resource: str, name: str, *, namespace: str | None = None) -> Any: ...
-
-    def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Any: ...
-
-    def patch(
-        self, resource: str, name: str, patch: Any, *, namespace: str | None = None, patch_type: Any = ...
-    ) -> Any: ...
 
 
 @dataclass(slots=True)

@@ -76,6 +76,10 @@ class FakeClock:
     def __call__(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        """``ports.Clock.monotonic``: the same reading as calling the clock."""
+        return self.now
+
     def wall(self) -> float:
         return self.now + self.wall_offset
 
@@ -725,7 +729,7 @@ def make_context(
         classes=classes or FakeCache(),
         events=events,  # type: ignore[arg-type]
         metrics=make_metrics(),
-        hints=Hints(),
+        hints=Hints(clock=clock),
         is_leader=is_leader or (lambda: leader[0]),
         clock=clock,
         wall=clock.wall,
