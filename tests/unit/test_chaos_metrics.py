@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from provisioner.domain import names
@@ -155,6 +157,30 @@ def test_events_count_objects_and_sum_counts_per_claim() -> None:
     }
 
 
+def test_event_creation_times_and_messages_are_kept_and_collect_carries_duplicates() -> None:
+    """firstTimestamp becomes a monotonic time (the window bound), messages are listed, and ``collect``
+    passes the duplicate count on (it once dropped it, so the duplicate bound could never fail)."""
+    stamp = datetime.fromtimestamp(time.time() - 30, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ev = {"kind": "PersistentVolumeClaim", "uid": U2}
+    events = [
+        {"involvedObject": ev, "type": "Warning", "reason": "ProvisioningFailed", "message": "m1",
+         "firstTimestamp": stamp},
+        {"involvedObject": ev, "type": "Warning", "reason": "ProvisioningFailed", "message": "m1",
+         "firstTimestamp": stamp},
+        {"involvedObject": ev, "type": "Warning", "reason": "ProvisioningFailed", "message": "m2"},
+    ]  # fmt: skip
+    found = cm.claim_events(events, [HEALTHY, BAD])[U2]
+    assert 2 == len(found.event_first)
+    assert abs(found.event_first[0] - (time.monotonic() - 30)) < 2.0
+    assert [
+        "ProvisioningFailed: m1",
+        "ProvisioningFailed: m1",
+        "ProvisioningFailed: m2",
+    ] == found.event_messages
+    seen, _ = cm.collect([HEALTHY, BAD], [], [], events)
+    assert (1, 3, 2) == (seen[U2].event_duplicates, seen[U2].event_objects, len(seen[U2].event_first))
+
+
 def test_windows_and_rates() -> None:
     """Calls in the first window after creation, and the busiest sliding second."""
     times = [100.0, 100.2, 100.5, 100.9, 101.0, 150.0, 161.0]
@@ -175,15 +201,17 @@ def test_summary_reports_bad_claim_violations_and_healthy_percentiles() -> None:
         U2: cm.Seen(
             cinder=[100.0 + i / 10 for i in range(20)] + [170.0],
             writes=[101.0],
-            event_objects=4,
+            event_objects=5,
             event_duplicates=1,
+            event_first=[100.0, 100.5, 101.0, 102.0, 170.0],  # four in the first minute, one after
         ),
     }
     out = cm.summarize([HEALTHY, BAD], seen, unattributed={"auth": 5}, bounds=cm.Bounds(bad_events=3))
     assert {
         "calls_window": 20,
         "writes_window": 1,
-        "event_objects": 4,
+        "event_objects": 5,
+        "event_objects_window": 4,
         "events": 0,
         "event_reasons": 0,
         "event_duplicates": 1,
@@ -199,7 +227,7 @@ def test_summary_reports_bad_claim_violations_and_healthy_percentiles() -> None:
     )
     assert [
         "bad-restore-0 (bad_restore): 20 Cinder calls in its first 60 s (bound 12)",
-        "bad-restore-0 (bad_restore): 4 Event objects (bound 3)",
+        "bad-restore-0 (bad_restore): 4 Event objects in its first 60 s (bound 3)",
         "bad-restore-0 (bad_restore): 1 duplicate Event objects (bound 0)",
     ] == out["violations"]
     assert out["bounds_ok"] is False

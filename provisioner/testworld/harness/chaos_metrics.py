@@ -16,9 +16,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-from bisect import bisect_left
+import time
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import unquote_plus
 
@@ -53,6 +55,9 @@ class Seen:
     event_duplicates: int = 0  # Event objects beyond one per (type, reason, message): not aggregated
     event_reasons: int = 0  # distinct reasons (objects > reasons: the same reason was not aggregated)
     event_instances: int = 0  # distinct reportingInstance: each new leader starts its own Event objects
+    #: when each Event object was first written (monotonic, from firstTimestamp: 1 s resolution), sorted
+    event_first: list[float] = field(default_factory=list)
+    event_messages: list[str] = field(default_factory=list)  # "reason: message" of each object, sorted
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,7 +67,7 @@ class Bounds:
     window_seconds: float = 60.0
     bad_calls: int = 12
     bad_writes: int = 12
-    bad_events: int = 6  # Event objects per claim (one per distinct type/reason/message, count rising)
+    bad_events: int = 6  # Event objects in the window (one per distinct type/reason/message, count rising)
     bad_event_duplicates: int = 0  # the issue's rule: one Event per (claim, reason, message), never more
     calls_per_second: int | None = None  # any one claim; None = report only
 
@@ -157,6 +162,10 @@ def claim_events(events: Iterable[Mapping[str, Any]], claims: Iterable[Claim]) -
         s = out.setdefault(uid, Seen())
         s.event_objects += 1
         s.event_count += int(e.get("count") or 1)
+        first = _monotonic_of(e.get("firstTimestamp"))
+        if first is not None:
+            insort(s.event_first, first)
+        insort(s.event_messages, f"{e.get('reason')}: {str(e.get('message') or '')[:120]}")
         reasons.setdefault(uid, set()).add(str(e.get("reason") or ""))
         s.event_reasons = len(reasons[uid])
         keys.setdefault(uid, set()).add(
@@ -188,9 +197,23 @@ def collect(
             event_objects=ev.event_objects,
             event_count=ev.event_count,
             event_reasons=ev.event_reasons,
+            event_duplicates=ev.event_duplicates,
             event_instances=ev.event_instances,
+            event_first=ev.event_first,
+            event_messages=ev.event_messages,
         )
     return seen, unattributed
+
+
+def _monotonic_of(stamp: Any) -> float | None:
+    """An RFC 3339 timestamp of this process's wall clock as a ``time.monotonic()`` reading."""
+    if not stamp:
+        return None
+    try:
+        wall = datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+    return wall - (time.time() - time.monotonic())
 
 
 def within(times: Sequence[float], start: float, seconds: float) -> int:
@@ -224,6 +247,7 @@ def summarize(
     healthy = [seen[c.uid.lower()] for c in claims if c.kind == "healthy"]
     violations: list[str] = []
     bad: dict[str, dict[str, int]] = {}
+    messages: dict[str, list[str]] = {}  # bad claim → its Event objects, for the human reading a violation
     w = bounds.window_seconds
     for c in claims:
         s = seen[c.uid.lower()]
@@ -238,6 +262,7 @@ def summarize(
             "calls_window": within(s.cinder, c.created_at, w),
             "writes_window": within(s.writes, c.created_at, w),
             "event_objects": s.event_objects,
+            "event_objects_window": within(s.event_first, c.created_at - 1.0, w + 1.0),
             "events": s.event_count,
             "event_reasons": s.event_reasons,
             "event_duplicates": s.event_duplicates,
@@ -246,10 +271,11 @@ def summarize(
             "calls": len(s.cinder),
         }
         bad[c.name] = row
+        messages[c.name] = s.event_messages
         for key, bound, what in (
             ("calls_window", bounds.bad_calls, f"Cinder calls in its first {w:g} s"),
             ("writes_window", bounds.bad_writes, f"claim writes in its first {w:g} s"),
-            ("event_objects", bounds.bad_events, "Event objects"),
+            ("event_objects_window", bounds.bad_events, f"Event objects in its first {w:g} s"),
             ("event_duplicates", bounds.bad_event_duplicates, "duplicate Event objects"),
         ):
             if row[key] > bound:
@@ -264,6 +290,7 @@ def summarize(
         "bad_calls_window_max": worst("calls_window"),
         "bad_writes_window_max": worst("writes_window"),
         "bad_event_objects_max": worst("event_objects"),
+        "bad_event_objects_window_max": worst("event_objects_window"),
         "bad_event_duplicates_max": worst("event_duplicates"),
         "bad_calls_per_second_max": worst("calls_per_second_max"),
         "healthy_calls_p50": percentile(calls, 50),
@@ -276,6 +303,7 @@ def summarize(
         "cinder_calls_unattributed": sum(unattributed.values()),
         "cinder_unattributed_by_operation": dict(sorted(unattributed.items())),
         "bad_claims": bad,
+        "bad_claim_event_messages": messages,
         "bounds_ok": not violations,
         "violations": violations,
     }
