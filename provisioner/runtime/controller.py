@@ -30,7 +30,8 @@ from provisioner.domain import names
 from provisioner.domain.outcome import Outcome, SimulatedCrash
 from provisioner.flows.context import Context, Obj
 from provisioner.flows.deletion import is_our_pv, reconcile_volume
-from provisioner.flows.provision import class_name_of, is_ours, reconcile_claim
+from provisioner.flows.expand import reconcile_claim_and_size
+from provisioner.flows.provision import class_name_of, is_ours
 from provisioner.ports import ListWatcher
 from provisioner.runtime.informer import Informer, trim
 from provisioner.runtime.workqueue import ShutDownError, WorkQueue
@@ -76,7 +77,13 @@ def trim_pvc(obj: Obj) -> Obj:
     """What the controller reads of a PVC (≈1 KiB instead of several)."""
     out = trim(obj)
     status = out.get("status") or {}
-    out["status"] = {"phase": status.get("phase")}
+    # phase, and what the expand flow reads (the resizer's fields; conditions are a handful of entries)
+    out["status"] = {
+        k: status[k]
+        for k in ("phase", "capacity", "conditions", "allocatedResources", "allocatedResourceStatuses")
+        if k in status
+    }
+    out["status"].setdefault("phase", None)
     return out
 
 
@@ -112,7 +119,7 @@ class Controller:
         queue: WorkQueue[Key] | None = None,
         clock: Callable[[], float] = time.monotonic,
         stuck_after_seconds: float = 300.0,
-        claim_flow: Flow = reconcile_claim,
+        claim_flow: Flow = reconcile_claim_and_size,
         volume_flow: Flow = reconcile_volume,
         pause: Callable[[float], None] | None = None,
     ) -> None:
