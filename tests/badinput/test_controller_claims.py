@@ -10,9 +10,10 @@ so an Event whose generated name is invalid would simply be missing.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -33,10 +34,10 @@ class Case:
     id: str
     claim: str
     field: str
-    parameters: dict[str, str] = field(default_factory=lambda: {"type": "rbd"})
+    parameters: dict[str, str] = dataclasses.field(default_factory=lambda: {"type": "rbd"})
     size: Any = "1Gi"
     access: str = "ReadWriteOnce"
-    annotations: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
     mount_options: list[str] | None = None
     #: the claim reaches Cinder, which refuses it (the Warning still names the user's field)
     reaches_cinder: bool = False
