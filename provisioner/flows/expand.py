@@ -71,6 +71,8 @@ ANN_PRE_RESIZE_CAPACITY = "volume.alpha.kubernetes.io/pre-resize-capacity"
 FS_PENDING_MESSAGE = "Waiting for user to (re-)start a pod to finish file system resize of volume on node."
 
 Source = Literal["csi", "rbd", "iscsi", "other"]
+#: Statuses of an exported volume (attachments API: in-use; legacy reserve + initialize_connection: attaching)
+ATTACHED = frozenset({IN_USE, "attaching", "reserved"})
 
 
 # ---- observed -----------------------------------------------------------------------------------------
@@ -244,13 +246,13 @@ def decide_expansion(e: ExpandState, v: VolumeSeen | None, limits: Limits) -> St
         )
     if volume.status == AVAILABLE or (volume.status == IN_USE and v.inuse_extend):
         return Extend(volume_id=volume.id, new_gib=target)
-    if volume.status == IN_USE:
+    if volume.status in ATTACHED and not v.inuse_extend:
         return Refuse(
             reason="inuse_extend_unsupported",
             message=(
-                f"Cinder volume {volume.id} is in-use and this cloud (microversion {v.microversion}) "
-                "cannot extend in-use volumes (needs 3.42): stop the pods using the claim so the "
-                f"volume is detached; retrying every {limits.slow_retry_seconds:.0f}s"
+                f"Cinder volume {volume.id} is {volume.status} and this cloud (microversion "
+                f"{v.microversion}) cannot extend attached volumes (needs 3.42): stop the pods using the "
+                f"claim so the volume is detached; retrying every {limits.slow_retry_seconds:.0f}s"
             ),
             retry=limits.slow_retry_seconds,
         )

@@ -59,7 +59,8 @@ CASES: list[tuple[str, ExpandState, VolumeSeen | None, type]] = [
     ("in-use + 3.42: extend", e(), v("in-use"), Extend),
     ("available: extend (offline)", e(), v("available", inuse=False), Extend),
     ("in-use without 3.42: refuse slowly", e(), v("in-use", inuse=False), Refuse),
-    ("legacy export (attaching): refuse slowly", e(), v("attaching"), Refuse),
+    ("legacy export (attaching), pre-3.42: refuse slowly", e(), v("attaching", inuse=False), Refuse),
+    ("attaching with 3.42: not extendable, refuse slowly", e(), v("attaching"), Refuse),
     ("extending: poll", e(resizing=True, allocated_gib=4), v("extending", 4), Wait),
     ("Cinder has the size: record", e(resizing=True, allocated_gib=4), v("in-use", 4), RecordResized),
     (
@@ -119,6 +120,10 @@ def test_refusals_name_the_cause() -> None:
     assert "3.42" in offline.message
     assert "stop the pods" in offline.message
     assert (300.0, False) == (offline.retry, offline.infeasible)
+    legacy = step(e(), v("attaching", inuse=False))
+    assert isinstance(legacy, Refuse)
+    assert ("inuse_extend_unsupported", 300.0) == (legacy.reason, legacy.retry)
+    assert "is attaching" in legacy.message
     shrink = step(e(requested_gib=2, pv_gib=4, allocated_gib=4))
     assert isinstance(shrink, Refuse)
     assert "spec.resources.requests.storage" in shrink.message
