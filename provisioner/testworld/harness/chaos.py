@@ -41,7 +41,7 @@ from typing import Any
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.config.settings import ProvisionerConfig
 from provisioner.domain import names
-from provisioner.domain.errors import KubeUnavailable
+from provisioner.domain.errors import KubeError, KubeUnavailable
 from provisioner.domain.outcome import SimulatedCrash
 from provisioner.runtime.replica import Replica
 from provisioner.telemetry import logs
@@ -51,13 +51,19 @@ from provisioner.testworld.harness import chaos_metrics as cm
 from provisioner.testworld.kube_sim import KubeSimulator
 from provisioner.testworld.objects import emulator_cloud
 
-CRASH_POINTS = (
+CRASH_POINTS: tuple[str, ...] = (
     "after_cinder_create",
     "after_export",
     "after_pv_create",
     "after_cinder_delete",
     "before_pv_finalizer_removal",
 )
+#: The expand flow's crash points, armed like the others: a share of bound claims grows before deletion.
+EXPAND_CRASH_POINTS = ("before_cinder_extend", "after_cinder_extend", "after_pv_resize")
+CRASH_POINTS = (*CRASH_POINTS, *EXPAND_CRASH_POINTS)
+GROW_FRACTION = 0.25
+GROW_TO = "2Gi"
+GROW_WAIT_SECONDS = 5.0  # a grown claim is deleted once its PV shows the size, or after this long
 FAULT_OPS = (
     "create_volume",
     "get_volume",
@@ -245,13 +251,17 @@ def run(
         h = Harness(sim, emu, rng, out)
         kube = KubeAdapter(sim.configuration(), qps=1000, burst=1000)
         for name, vtype in (("chaos-rbd", "rbd"), ("chaos-iscsi", "iscsi")):
-            kube.create("storageclasses", objects.storage_class(name, {"type": vtype}))
+            kube.create(
+                "storageclasses",
+                {**objects.storage_class(name, {"type": vtype}), "allowVolumeExpansion": True},
+            )
         claims = _bad_claims(kube, bad_type_claims)
         bad_uids = {c.uid for c in claims}
         h.keep_two()
         created = deleted = 0
         active: dict[str, float] = {}  # claim name → creation time
         deleting: set[str] = set()
+        growing: dict[str, float] = {}  # claim name → when its resize was requested
         duplicates = lost = 0
         last_report = time.monotonic()
         progress_at, progress = time.monotonic(), (0, 0)
@@ -292,6 +302,8 @@ def run(
                 if pvc is None:
                     continue
                 bound = (pvc.get("status") or {}).get("phase") == "Bound"
+                if bound and _grow_first(sim, kube, pvc, rng=rng, growing=growing, stats=h.stats):
+                    continue
                 mid_provision = not bound and rng.random() < 0.002
                 if bound or mid_provision:
                     if bound:
@@ -404,6 +416,41 @@ def _our_volumes(
         if (v.get("metadata") or {}).get(names.META_CLUSTER) == "chaos"
         and (v.get("metadata") or {}).get(names.META_PVC_UID) not in excluding
     ]
+
+
+def _grow_first(
+    sim: KubeSimulator,
+    kube: KubeAdapter,
+    pvc: dict[str, Any],
+    *,
+    rng: random.Random,
+    growing: dict[str, float],
+    stats: dict[str, int],
+) -> bool:
+    """Grow a share of bound claims to GROW_TO before they are deleted; True = wait, do not delete yet."""
+    name = pvc["metadata"]["name"]
+    now = time.monotonic()
+    if name not in growing:
+        if rng.random() >= GROW_FRACTION:
+            return False
+        try:
+            kube.patch(
+                "persistentvolumeclaims",
+                name,
+                {"spec": {"resources": {"requests": {"storage": GROW_TO}}}},
+                namespace="default",
+            )
+        except KubeError:
+            return False
+        growing[name] = now
+        stats["grown"] = stats.get("grown", 0) + 1
+        return True
+    pv = sim.get("persistentvolumes", "", pvc["spec"].get("volumeName", ""))
+    if ((pv or {}).get("spec") or {}).get("capacity", {}).get("storage") == GROW_TO:
+        stats["grown_done"] = stats.get("grown_done", 0) + 1
+        growing[name] = float("-inf")  # counted once; delete now
+        return False
+    return now - growing[name] < GROW_WAIT_SECONDS
 
 
 def _bound(sim: KubeSimulator, claims: Sequence[cm.Claim]) -> int:
