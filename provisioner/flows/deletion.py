@@ -19,6 +19,7 @@ import structlog
 
 from provisioner.domain import names
 from provisioner.domain.errors import (
+    CinderConflict,
     CinderError,
     CinderNotFound,
     InvalidInput,
@@ -41,7 +42,6 @@ from provisioner.flows.giveback import (
     Refuse,
     Target,
     Wait,
-    classify,
     hold_or_fail,
     run_fail,
     run_hold,
@@ -307,19 +307,24 @@ def decide(o: Observed) -> Step:
     )
 
 
-def _failed(pv: PVFacts, volume_id: VolumeId, e: ProvisionerError) -> Failed | WaitForSnapshots:
+def _failed(pv: PVFacts, volume_id: VolumeId, e: ProvisionerError) -> Failed:
     """The step for an error a Cinder call about ``pv`` raised. Pure."""
-    if classify(e) == "has_snapshots":
-        return WaitForSnapshots(pv=pv.target, volume_id=volume_id)
     cause = hold_or_fail(
         e, cloud=pv.cloud, event=VOLUME_FAILED_DELETE, what=f"deleting Cinder volume {volume_id}"
     )
     return Failed(pv=pv.target, storage_class=pv.storage_class, cause=cause)
 
 
-def failed_step(step: UnexportAndDelete | SweepDuplicates, e: ProvisionerError) -> Failed | WaitForSnapshots:
-    """The step for an error ``step``'s calls raised. Pure."""
-    if isinstance(step, UnexportAndDelete) and classify(e) == "has_snapshots":
+def failed_step(
+    step: UnexportAndDelete | SweepDuplicates, e: ProvisionerError, *, has_snapshots: bool = False
+) -> Failed | WaitForSnapshots:
+    """The step for an error ``step``'s calls raised. Pure.
+
+    Cinder refuses to delete a volume with snapshots with the same 400 it gives for an attached or busy
+    volume (one message lists every reason), so the text says nothing: ``has_snapshots`` is what Cinder
+    answered when asked for the volume's snapshots after the refusal.
+    """
+    if isinstance(step, UnexportAndDelete) and isinstance(e, CinderConflict) and has_snapshots:
         return WaitForSnapshots(pv=step.pv, volume_id=step.volume_id)
     what = (
         f"deleting Cinder volume {step.volume_id}"
@@ -446,6 +451,8 @@ def execute(ctx: Context, step: Step) -> Outcome | None:
             cinder = ctx.cinder(step.cloud)
             unexport(ctx, cinder, step.volume_id, step.attachment_id, step.mode)
             cinder.delete_volume(step.volume_id, cascade=step.cascade)
+        except CinderConflict as e:
+            return execute(ctx, failed_step(step, e, has_snapshots=_has_snapshots(ctx, step)))
         except ProvisionerError as e:
             return execute(ctx, failed_step(step, e))
         ctx.checkpoint("after_cinder_delete")
@@ -480,6 +487,14 @@ def _run_deleting_wait(ctx: Context, pv: Target, hint_key: str, wait: Wait) -> O
             f"Cinder volume still deleting after {ctx.settings.delete_deadline_seconds:.0f}s",
         )
     return run_wait(ctx, ctx.hints.get(hint_key), wait)
+
+
+def _has_snapshots(ctx: Context, step: UnexportAndDelete) -> bool:
+    """Does Cinder list a snapshot of the volume (asked after it refused the delete)? Unknown → False."""
+    try:
+        return any(True for _ in ctx.cinder(step.cloud).list_snapshots(volume_id=step.volume_id))
+    except ProvisionerError:
+        return False
 
 
 def _run_failed(ctx: Context, step: Failed) -> Outcome:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from provisioner.domain.errors import (
-    CinderConflict,
     CinderError,
     CinderRateLimited,
     InvalidInput,
@@ -26,7 +25,7 @@ SNAPSHOT_RETRY_SECONDS = 60.0
 #: Rate-limited retry floor when a volume has attachments we did not make (an admin must act).
 FOREIGN_RETRY_SECONDS = 60.0
 
-ErrorClass = Literal["rate_limited", "has_snapshots", "not_leader", "invalid", "final", "retry"]
+ErrorClass = Literal["rate_limited", "not_leader", "invalid", "final", "retry"]
 
 
 def classify(e: ProvisionerError) -> ErrorClass:
@@ -35,19 +34,11 @@ def classify(e: ProvisionerError) -> ErrorClass:
         return "rate_limited"
     if isinstance(e, NotLeader):
         return "not_leader"
-    if isinstance(e, CinderConflict) and _about_snapshots(e):
-        return "has_snapshots"
     if isinstance(e, InvalidInput):
         return "invalid"
     if isinstance(e, CinderError):
         return "retry"
     return "final" if e.final else "retry"
-
-
-def _about_snapshots(e: CinderConflict) -> bool:
-    # Cinder answers "Invalid volume: Volume still has N dependent snapshots" as a 400 conflict; the
-    # adapter has no dedicated class for it yet, so this is the one place that looks at the text.
-    return "snapshot" in e.message.lower()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -90,6 +90,14 @@ class FakeClock:
 # --- Cinder ---------------------------------------------------------------------------------------------
 
 
+#: What Cinder (29) answers a refused volume delete, whatever the reason (the emulator says the same).
+CINDER_DELETE_REFUSED = (
+    "Invalid volume: Volume status must be available or error or error_restoring or error_extending or "
+    "error_managing and must not be migrating, attached, belong to a group, have snapshots, awaiting a "
+    "transfer, or be disassociated from snapshots after volume transfer."
+)
+
+
 class FakeCinder:
     """A CinderPort in memory. ``calls`` logs every call as ``(method, *args)``."""
 
@@ -260,16 +268,9 @@ class FakeCinder:
         if volume is None:
             return  # 404 counts as success
         snaps = [s for s in self.snapshots.values() if s.volume_id == volume_id]
-        if snaps and not cascade:
-            raise CinderConflict(
-                f"Invalid volume: Volume {volume_id} still has {len(snaps)} dependent snapshots",
-                operation="volume_delete",
-                status_code=400,
-            )
-        if volume.attachment_ids:
-            raise CinderConflict(
-                f"Volume {volume_id} is attached", operation="volume_delete", status_code=400
-            )
+        if (snaps and not cascade) or volume.attachment_ids:
+            # Cinder's one answer for every reason a delete is refused (snapshots, attached, status...)
+            raise CinderConflict(CINDER_DELETE_REFUSED, operation="delete_volume", status_code=400)
         for s in snaps:
             del self.snapshots[s.id]
         self._set(volume, status=DELETING)

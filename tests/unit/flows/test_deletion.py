@@ -37,7 +37,7 @@ from provisioner.flows.deletion import (
 from provisioner.flows.giveback import Backoff, Done, Fail, HoldCloud, Refuse, Target, Wait
 from provisioner.mapping.build import secret_name_for
 from provisioner.telemetry.events import VOLUME_DELETE_WAITING, VOLUME_FAILED_DELETE
-from tests.fakes.ports import FakeCinder, World, make_context
+from tests.fakes.ports import CINDER_DELETE_REFUSED, FakeCinder, World, make_context
 from tests.unit.flows import objects
 
 # --- decide: one case per branch ---------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_decide(observed: Observed, expected: Any) -> None:
     assert expected == actual
 
 
-SNAPSHOTS = CinderConflict("Invalid volume: Volume still has 1 dependent snapshots", status_code=400)
+REFUSED = CinderConflict(CINDER_DELETE_REFUSED, status_code=400)
 BUSY = CinderConflict("Volume is in use", status_code=400)
 SWEEP = SweepDuplicates(
     pv=T,
@@ -192,7 +192,9 @@ SWEEP = SweepDuplicates(
     then=Wait(delay=1, reason="x"),
 )
 FAILED_CASES: list[tuple[str, Any, ProvisionerError, Any]] = [
-    ("has snapshots: normal event, slow retry", delete_step(), SNAPSHOTS, WaitForSnapshots(pv=T, volume_id=VolumeId("v1"))),
+    ("refused, no snapshots (the same words): a warning, not 'has snapshots'", delete_step(), REFUSED,
+     Failed(pv=T, storage_class="fast", cause=Fail(
+         reason="CinderConflict", message=f"deleting Cinder volume v1: {REFUSED}", event=VOLUME_FAILED_DELETE))),
     ("other conflict: warning", delete_step(), BUSY,
      Failed(pv=T, storage_class="fast", cause=Fail(
          reason="CinderConflict", message=f"deleting Cinder volume v1: {BUSY}", event=VOLUME_FAILED_DELETE))),
@@ -214,6 +216,15 @@ FAILED_CASES: list[tuple[str, Any, ProvisionerError, Any]] = [
 )
 def test_failed_step(step: Any, err: ProvisionerError, expected: Any) -> None:
     assert expected == failed_step(step, err)
+
+
+def test_refused_delete_with_snapshots_listed_waits_for_them() -> None:
+    """Only what Cinder lists decides "has snapshots"; a refusal of a sweep never does."""
+    assert WaitForSnapshots(pv=T, volume_id=VolumeId("v1")) == failed_step(
+        delete_step(), REFUSED, has_snapshots=True
+    )
+    assert isinstance(failed_step(delete_step(), UNAVAILABLE, has_snapshots=True), Failed)
+    assert isinstance(failed_step(SWEEP, REFUSED, has_snapshots=True), Failed)
 
 
 # --- executor against the fakes ----------------------------------------------------------------------
@@ -316,6 +327,17 @@ def test_has_snapshots_normal_event_and_slow_retry() -> None:
     assert (out.kind, out.delay, out.reason) == ("requeue", 60.0, "has_snapshots")
     assert [(e.type, e.reason) for e in w.events.calls] == [("Normal", VOLUME_DELETE_WAITING)]
     assert "s1" in w.cinder.snapshots
+    assert [c[0] for c in w.cinder.calls][-2:] == ["delete_volume", "list_snapshots"]
+
+
+def test_refused_delete_of_an_attached_volume_is_not_called_has_snapshots() -> None:
+    """Cinder's refusal names snapshots among every reason; with none listed it is a plain warning."""
+    w = world()
+    w.cinder.fail("delete_volume", REFUSED, times=1)  # e.g. attached behind our back meanwhile
+    out = reconcile_volume(w.ctx, "pvc-u1")
+    assert (out.kind, out.reason) == ("error", "CinderConflict")
+    assert [c[0] for c in w.cinder.calls][-2:] == ["delete_volume", "list_snapshots"]
+    assert [(e.type, e.reason) for e in w.events.calls] == [("Warning", VOLUME_FAILED_DELETE)]
 
 
 def test_cascade_class_deletes_snapshots_with_the_volume() -> None:
