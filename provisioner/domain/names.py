@@ -19,6 +19,8 @@ CSI_DRIVER_NAME: Final = "cinder.netvol.io"
 # Finalizers
 PVC_PROVISIONING_FINALIZER: Final = PREFIX + "provisioning"
 PV_VOLUME_FINALIZER: Final = PREFIX + "cinder-volume"
+#: On VolumeSnapshotContents of our driver, before any Cinder snapshot / backup is made for them.
+CONTENT_SNAPSHOT_FINALIZER: Final = PREFIX + "cinder-snapshot"
 
 # Annotations we write
 ANN_VOLUME_ID: Final = PREFIX + "cinder-volume-id"
@@ -32,6 +34,8 @@ ANN_CREATE_ATTEMPT: Final = PREFIX + "create-attempt"
 #: "<wall time of the failure> <wall time of the slow retry or -> <shape>": a final failure remembered on
 #: the claim, so a new leader does not retry it before it is due (unless the claim or class changed).
 ANN_FINAL_FAILURE: Final = PREFIX + "final-failure"
+#: On VolumeSnapshotContents: what their handle is ("snapshot" | "backup"), written with our finalizer
+ANN_SNAPSHOT_KIND: Final = PREFIX + "snapshot-kind"
 
 # Labels we write
 LABEL_PV: Final = PREFIX + "pv"  # on provisioner-owned Secrets: the PV they belong to
@@ -58,6 +62,10 @@ META_PVC_UID: Final = PREFIX + "pvc-uid"
 META_PV_NAME: Final = PREFIX + "pv-name"
 META_STORAGE_CLASS: Final = PREFIX + "storage-class"
 META_CREATED_BY: Final = PREFIX + "created-by"  # lease holder identity (fencing record)
+# … and on the snapshots / backups we cut for VolumeSnapshots (META_PVC_NAMESPACE = the snapshot's namespace)
+META_SNAPSHOT_NAME: Final = PREFIX + "volumesnapshot-name"
+META_SNAPSHOT_UID: Final = PREFIX + "volumesnapshot-uid"
+META_CONTENT_NAME: Final = PREFIX + "volumesnapshotcontent-name"
 
 # Secret types and keys (in-tree conventions)
 SECRET_TYPE_RBD: Final = "kubernetes.io/rbd"  # noqa: S105 - a Secret type name

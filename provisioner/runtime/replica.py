@@ -25,6 +25,7 @@ from provisioner.ports import CinderPort, Clock
 from provisioner.runtime.controller import Controller
 from provisioner.runtime.informer import Informer
 from provisioner.runtime.leader import LeaderElector
+from provisioner.runtime.snapshot_controller import SnapshotController
 from provisioner.runtime.wiring import build_controller
 from provisioner.telemetry.metrics import Metrics, make_metrics
 
@@ -97,6 +98,15 @@ class Replica:
             **settings_overrides,
         )
         self.controller.on_crash = self.crash
+        # VolumeSnapshotContents of our driver (the CSI snapshotter's part): same Context, own queue.
+        self.snapshots = SnapshotController(
+            source=self.kube,
+            ctx=self.controller.ctx,
+            resync_seconds=resync_seconds,
+            watch_timeout_seconds=watch_timeout_seconds,
+            clock=self.controller.ctx.clock,
+        )
+        self.snapshots.on_crash = self.crash
         self.health: HealthServer | None = None
         if health_address:
             host, _, port = health_address.rpartition(":")
@@ -121,7 +131,7 @@ class Replica:
         """None while healthy, else why ``/healthz`` fails (one line)."""
         if self.elector is not None and not self.elector.healthy():
             return "leader election: lease renewals are stuck"
-        return self.controller.liveness_problem()
+        return self.controller.liveness_problem() or self.snapshots.liveness_problem()
 
     def _on_lease(self, event: str, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         obj = new or old or {}
@@ -138,6 +148,7 @@ class Replica:
         if self.health:
             self.health.start()
         self.controller.start_informers()
+        self.snapshots.start_informers()
         if self.leases is not None:
             self.leases.start()
         self._thread = threading.Thread(target=self._run, name="replica", daemon=True)
@@ -165,6 +176,7 @@ class Replica:
         if not self._await_sync():
             return
         self.controller.start_workers()
+        self.snapshots.start_workers_when_synced()
         self.metrics.leader.set(1)
         self.leading.set()
         log.info("leading", identity=self.identity)
@@ -209,7 +221,9 @@ class Replica:
             self.elector.stop()
         if self.leases is not None:
             self.leases._stop.set()
+        self.snapshots.stop(timeout=timeout)
         self.controller.stop(abort_watches=self.kube.abort_watches, timeout=timeout)
+        self.snapshots.join(1.0)
         if self.elector and release:
             self.elector.release()
         self.controller.ctx.events.flush()

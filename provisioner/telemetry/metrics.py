@@ -33,6 +33,10 @@ class Metrics:
     worker_errors_total: Counter
     leader: Gauge
     reconcile_seconds: Histogram
+    #: VolumeSnapshots of our driver (Cinder snapshots and backups): outcomes and latency
+    snapshot_total: Counter
+    snapshot_create_seconds: Histogram
+    snapshot_delete_seconds: Histogram
 
     def observe_cinder(self, operation: str, status: str, seconds: float) -> None:
         """Observer handed to the Cinder adapter."""
@@ -87,6 +91,26 @@ def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:
             "Wall time of one reconcile step",
             ["kind"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            registry=reg,
+        ),
+        snapshot_total=Counter(
+            p + "snapshot",
+            "VolumeSnapshot outcomes: kind snapshot|backup, operation create|delete, outcome success|failure",
+            ["kind", "operation", "outcome", "reason"],
+            registry=reg,
+        ),
+        snapshot_create_seconds=Histogram(
+            p + "snapshot_create_seconds",
+            "Time from VolumeSnapshotContent creation to readyToUse",
+            ["kind"],
+            buckets=BOUND_BUCKETS,
+            registry=reg,
+        ),
+        snapshot_delete_seconds=Histogram(
+            p + "snapshot_delete_seconds",
+            "Time from VolumeSnapshotContent deletion to its Cinder snapshot or backup being gone",
+            ["kind"],
+            buckets=BOUND_BUCKETS,
             registry=reg,
         ),
     )

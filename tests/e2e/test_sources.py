@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from provisioner import csi_contract
 from provisioner.domain import names
-from provisioner.domain.model import VolumeId
-from tests.e2e.world import World, emulator_world, wait_for
+from tests.e2e.world import World, wait_for
 
 
 def volume_of(world: World, claim: str) -> Any:
@@ -79,28 +77,10 @@ def test_restore_refuses_another_namespaces_snapshot(sourced: World) -> None:
     assert "Bound" != (world.pvc("stolen") or {}).get("status", {}).get("phase")
 
 
-@pytest.fixture
-def snapshot_world() -> Iterator[World]:
-    """A world whose simulated snapshot controller cuts real (emulated) Cinder snapshots."""
-    holder: dict[str, Any] = {}
+def test_restore_from_volume_snapshot(world: World) -> None:
+    """dataSource VolumeSnapshot → the bound content's snapshotHandle is the Cinder snapshot restored.
 
-    def snapshotter(content: dict[str, Any], pv: dict[str, Any] | None) -> dict[str, Any] | None:
-        world: World = holder["world"]
-        vid = content["spec"]["source"]["volumeHandle"]
-        snap = world.cinder.create_snapshot(
-            VolumeId(vid), name=content["metadata"]["name"], force=True, metadata={names.META_CLUSTER: "e2e"}
-        )
-        wait_for(lambda: world.cinder.get_snapshot(snap.id).status == "available", 10, "snapshot")
-        return {"snapshotHandle": snap.id, "readyToUse": True, "restoreSize": snap.size_gib * 2**30}
-
-    with emulator_world(sim_kwargs={"snapshotter": snapshotter}) as world:
-        holder["world"] = world
-        yield world
-
-
-def test_restore_from_volume_snapshot(snapshot_world: World) -> None:
-    """dataSource VolumeSnapshot → the bound content's snapshotHandle is the Cinder snapshot restored."""
-    world = snapshot_world
+    The snapshot is cut by our controller (the simulator's snapshot-controller only creates the content)."""
     world.start_replica()
     world.create_class("rbd", {"type": "rbd", "volumeSource": "csi"})
     world.create_pvc("src", "rbd")

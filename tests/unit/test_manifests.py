@@ -321,12 +321,15 @@ def controller_calls() -> set[tuple[str, str]]:
                 calls |= {(resource, "list"), (resource, "watch")}
             elif name in VERB_OF_METHOD:
                 calls.add((resource, VERB_OF_METHOD[name]))
+                sub = {k.arg: k.value for k in node.keywords}.get("subresource")
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    calls.add((f"{resource}/{sub.value}", VERB_OF_METHOD[name]))  # RBAC names it apart
     return calls
 
 
 def group_of(resource: str) -> str:
     """API group from the adapter's path prefix: ``/api/v1`` → core, ``/apis/<group>/<v>`` → group."""
-    prefix = RESOURCES[resource].prefix
+    prefix = RESOURCES[resource.split("/")[0]].prefix
     return "" if prefix == "/api/v1" else prefix.split("/")[2]
 
 

@@ -6,6 +6,5 @@ and the kube-controller-manager behaviours the provisioner depends on, with faul
 
 from provisioner.testworld.kube_sim.faults import Faults, RequestRecord
 from provisioner.testworld.kube_sim.simulator import KubeSimulator, resolve_resource
-from provisioner.testworld.kube_sim.snapshots import Snapshotter, fake_snapshotter
 
-__all__ = ["Faults", "KubeSimulator", "RequestRecord", "Snapshotter", "fake_snapshotter", "resolve_resource"]
+__all__ = ["Faults", "KubeSimulator", "RequestRecord", "resolve_resource"]

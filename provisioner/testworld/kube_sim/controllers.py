@@ -26,7 +26,7 @@ from provisioner.testworld.kube_sim.pvctl import (
     PVController,
 )
 from provisioner.testworld.kube_sim.resources import ResourceType
-from provisioner.testworld.kube_sim.snapshots import SnapshotController, Snapshotter, fake_snapshotter
+from provisioner.testworld.kube_sim.snapshots import SnapshotController
 from provisioner.testworld.kube_sim.store import Store
 from provisioner.testworld.kube_sim.watchers import Change
 
@@ -98,7 +98,6 @@ class ClusterControllers:
         store: Store,
         *,
         enabled: frozenset[str],
-        snapshotter: Snapshotter | None = None,
         resync_interval: float | None = None,
     ) -> None:
         self.enabled = enabled
@@ -118,7 +117,7 @@ class ClusterControllers:
             self._handlers.append(GarbageCollector(store).handle)
             store.gc_finalizers = True
         if "snapshot" in enabled:
-            self._handlers.append(SnapshotController(store, snapshotter or fake_snapshotter).handle)
+            self._handlers.append(SnapshotController(store).handle)
         if "protection" in enabled:
             store.admission.append(_admit_protection)
         if self._handlers:

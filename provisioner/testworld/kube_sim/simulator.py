@@ -22,7 +22,6 @@ from provisioner.testworld.kube_sim.faults import Faults, RequestRecord
 from provisioner.testworld.kube_sim.http import ApiContext, SimServer
 from provisioner.testworld.kube_sim.objects import clone
 from provisioner.testworld.kube_sim.resources import BY_KEY, RESOURCES, ResourceType
-from provisioner.testworld.kube_sim.snapshots import Snapshotter
 from provisioner.testworld.kube_sim.store import Store
 from provisioner.testworld.kube_sim.validation import admit_resize
 from provisioner.testworld.kube_sim.watchers import END
@@ -54,7 +53,6 @@ class KubeSimulator:
         bookmark_interval: float = 1.0,
         watch_timeout: float = 1800.0,
         controllers: bool | Iterable[str] = True,
-        snapshotter: Snapshotter | None = None,
         pv_resync_interval: float | None = 15.0,
     ) -> None:
         self.store = Store(history_limit=history_limit)
@@ -66,7 +64,6 @@ class KubeSimulator:
         self.controllers = ClusterControllers(
             self.store,
             enabled=resolve_enabled(controllers),
-            snapshotter=snapshotter,
             resync_interval=pv_resync_interval,
         )
         self._ctx = ApiContext(

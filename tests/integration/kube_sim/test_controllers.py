@@ -1,4 +1,5 @@
-"""Cluster behaviours: PV controller handshake and binding, Released/Lost, protection, snapshots."""
+"""Cluster behaviours: PV controller handshake and binding, Released/Lost, protection (snapshots:
+test_snapshot_controller.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from kubernetes import client
 from provisioner.testworld.kube_sim import KubeSimulator
 from tests.integration.kube_sim.bodies import pv_body, pvc_body, storage_class_body
 
-SNAP = ("snapshot.storage.k8s.io", "v1")
 PROVISIONER_ANNS = (
     "volume.kubernetes.io/storage-provisioner",
     "volume.beta.kubernetes.io/storage-provisioner",
@@ -214,133 +214,3 @@ def test_unknown_controller_name_is_rejected() -> None:
     """A typo in controllers= is an error, not a silently disabled behaviour."""
     with pytest.raises(ValueError, match="unknown simulator controllers"):
         KubeSimulator(controllers=["pv-bidner"])
-
-
-def _snapshot_setup(
-    sim: KubeSimulator, core: client.CoreV1Api, storage: client.StorageV1Api, custom: client.CustomObjectsApi
-) -> None:
-    pvc = _claim(sim, core, storage)
-    core.create_persistent_volume(
-        pv_body("pv1", claim=("default", "c", pvc.metadata.uid), handle="cinder-vol-1")
-    )
-    custom.create_cluster_custom_object(
-        *SNAP,
-        "volumesnapshotclasses",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotClass",
-            "metadata": {"name": "snaps"},
-            "driver": "cinder.netvol.io",
-            "deletionPolicy": "Delete",
-        },
-    )
-    sim.wait_idle()
-
-
-def test_dynamic_snapshot_gets_content(
-    sim: KubeSimulator, core: client.CoreV1Api, storage: client.StorageV1Api, custom: client.CustomObjectsApi
-) -> None:
-    """A dynamic snapshot gets a content with the class driver and the PV's CSI volumeHandle; ready."""
-    _snapshot_setup(sim, core, storage, custom)
-    custom.create_namespaced_custom_object(
-        *SNAP,
-        "default",
-        "volumesnapshots",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "s"},
-            "spec": {"volumeSnapshotClassName": "snaps", "source": {"persistentVolumeClaimName": "c"}},
-        },
-    )
-    sim.wait_idle()
-    vs = custom.get_namespaced_custom_object(*SNAP, "default", "volumesnapshots", "s")
-    content = custom.get_cluster_custom_object(
-        *SNAP, "volumesnapshotcontents", vs["status"]["boundVolumeSnapshotContentName"]
-    )
-    assert ("cinder.netvol.io", {"volumeHandle": "cinder-vol-1"}) == (
-        content["spec"]["driver"],
-        content["spec"]["source"],
-    )
-    assert (True, True, "1Gi") == (
-        vs["status"]["readyToUse"],
-        content["status"]["readyToUse"],
-        vs["status"]["restoreSize"],
-    )
-    assert content["status"]["snapshotHandle"].startswith("snap-")
-
-
-def test_pre_provisioned_snapshot_binds(sim: KubeSimulator, custom: client.CustomObjectsApi) -> None:
-    """A pre-provisioned content's snapshotHandle reaches a VolumeSnapshot that names it."""
-    custom.create_cluster_custom_object(
-        *SNAP,
-        "volumesnapshotcontents",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotContent",
-            "metadata": {"name": "pre"},
-            "spec": {
-                "driver": "cinder.netvol.io",
-                "deletionPolicy": "Retain",
-                "source": {"snapshotHandle": "cinder-snap-9"},
-                "volumeSnapshotRef": {"name": "s", "namespace": "default"},
-            },
-        },
-    )
-    custom.create_namespaced_custom_object(
-        *SNAP,
-        "default",
-        "volumesnapshots",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "s"},
-            "spec": {"source": {"volumeSnapshotContentName": "pre"}},
-        },
-    )
-    sim.wait_idle()
-    vs = custom.get_namespaced_custom_object(*SNAP, "default", "volumesnapshots", "s")
-    content = custom.get_cluster_custom_object(*SNAP, "volumesnapshotcontents", "pre")
-    assert ("pre", True, "cinder-snap-9") == (
-        vs["status"]["boundVolumeSnapshotContentName"],
-        vs["status"]["readyToUse"],
-        content["status"]["snapshotHandle"],
-    )
-
-
-def test_snapshot_of_in_tree_pv_fails(
-    sim: KubeSimulator, core: client.CoreV1Api, storage: client.StorageV1Api, custom: client.CustomObjectsApi
-) -> None:
-    """In-tree (non-CSI) PVs cannot be snapshotted: status.error, no content."""
-    pvc = _claim(sim, core, storage)
-    body = pv_body("pv1", claim=("default", "c", pvc.metadata.uid))
-    body["spec"].pop("csi")
-    body["spec"]["rbd"] = {"monitors": ["1.2.3.4:6789"], "image": "img", "pool": "rbd"}
-    core.create_persistent_volume(body)
-    custom.create_cluster_custom_object(
-        *SNAP,
-        "volumesnapshotclasses",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotClass",
-            "metadata": {"name": "snaps"},
-            "driver": "cinder.netvol.io",
-            "deletionPolicy": "Delete",
-        },
-    )
-    sim.wait_idle()
-    custom.create_namespaced_custom_object(
-        *SNAP,
-        "default",
-        "volumesnapshots",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshot",
-            "metadata": {"name": "s"},
-            "spec": {"volumeSnapshotClassName": "snaps", "source": {"persistentVolumeClaimName": "c"}},
-        },
-    )
-    sim.wait_idle()
-    vs = custom.get_namespaced_custom_object(*SNAP, "default", "volumesnapshots", "s")
-    assert (False, []) == (vs["status"]["readyToUse"], sim.list("volumesnapshotcontents"))
-    assert "not a CSI volume" in vs["status"]["error"]["message"]
