@@ -178,6 +178,9 @@ def rendered(
     ci = ConnectionInfo.from_wire(connection_info)
     sc = _object(storage_class, "--storage-class", "StorageClass")
     claim = _object(pvc, "--pvc", "PersistentVolumeClaim")
+    for part in ("metadata", "spec"):  # the API server guarantees both; a hand-written file may not
+        if not isinstance(claim.get(part), Mapping):
+            raise InvalidInput(part, f"the claim's {part} must be a mapping")
     fields = parse_class_fields(sc)
     if fields.provisioner != provisioner_name:
         raise InvalidInput(
