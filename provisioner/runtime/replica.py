@@ -50,13 +50,17 @@ class Replica:
         checkpoint: Callable[[str], None] | None = None,
         stuck_after_seconds: float = 300.0,
         sync_timeout_seconds: float = 60.0,
+        sync_deadline_seconds: float = 300.0,
         clock: Clock | None = None,
         **settings_overrides: float,
     ) -> None:
         """``stuck_after_seconds``: a worker inside one step for longer fails ``/healthz``;
-        ``sync_timeout_seconds``: how often a leader still waiting for its caches logs it."""
+        ``sync_timeout_seconds``: how often a leader still waiting for its caches logs it;
+        ``sync_deadline_seconds``: a leader whose caches have not synced by then gives the lease up and
+        stops with exit code 1 (a standby with synced caches takes over; the kubelet restarts this pod)."""
         self.config = config
         self._sync_timeout = sync_timeout_seconds
+        self._sync_deadline = sync_deadline_seconds
         self.identity = identity or f"{os.environ.get('POD_NAME', os.uname().nodename)}_{os.getpid()}"
         self.metrics = metrics or make_metrics()
         self.kube = KubeAdapter(client_configuration, qps=config.kube_qps, burst=config.kube_burst)
@@ -188,6 +192,16 @@ class Replica:
         while not self.finished.is_set() and not (self.elector is not None and self.elector.lost.is_set()):
             if self.controller.wait_synced(min(0.5, self._sync_timeout)):
                 return True
+            if time.monotonic() - started >= self._sync_deadline:
+                log.error(
+                    "caches_not_synced_giving_up_lease",
+                    identity=self.identity,
+                    waited_seconds=round(time.monotonic() - started, 1),
+                    unsynced=[i.resource for i in self.controller.informers if not i.synced],
+                )
+                self.exit_code = 1
+                self._shutdown(release=True)
+                return False
             if time.monotonic() >= next_log:
                 next_log += self._sync_timeout
                 unsynced = [i.resource for i in self.controller.informers if not i.synced]

@@ -160,7 +160,9 @@ def test_start_workers_refuses_unsynced_caches() -> None:
         rig.controller.start_workers()
 
 
-def unelected_replica(rig: Rig, *, sync_timeout_seconds: float) -> Replica:
+def unelected_replica(
+    rig: Rig, *, sync_timeout_seconds: float, sync_deadline_seconds: float = 300.0
+) -> Replica:
     """A Replica (no leader election, health on a free port) whose controller is the rig's."""
     config = ProvisionerConfig.from_mapping(
         {
@@ -178,6 +180,7 @@ def unelected_replica(rig: Rig, *, sync_timeout_seconds: float) -> Replica:
         clouds={},
         health_address="127.0.0.1:0",
         sync_timeout_seconds=sync_timeout_seconds,
+        sync_deadline_seconds=sync_deadline_seconds,
         metrics=rig.metrics,
     )
     replica.controller = rig.controller  # same wiring, with a source whose list we can hold back
@@ -204,6 +207,25 @@ def test_readyz_and_workers_wait_for_the_caches_to_sync() -> None:
             assert (200, "ok") == get(port, "/readyz")
             assert [True, True] == [t.is_alive() for t in rig.controller._threads]
             assert 1.0 == rig.sample("cinder_provisioner_leader")
+        finally:
+            rig.source.close()
+            replica.terminate(timeout=5.0)
+
+
+def test_leader_whose_caches_never_sync_gives_up_instead_of_holding_on() -> None:
+    """Past the sync deadline a leader stops with exit code 1 (lease released), never running workers."""
+    rig = make_rig(workers=2, open_gate=False)
+    replica = unelected_replica(rig, sync_timeout_seconds=0.1, sync_deadline_seconds=0.5)
+    with capture_logs() as logs:
+        replica.start()
+        try:
+            assert replica.wait(5.0)
+            assert 1 == replica.exit_code
+            assert not replica.leading.is_set()
+            assert [] == rig.controller._threads
+            gave_up = [e for e in logs if e["event"] == "caches_not_synced_giving_up_lease"]
+            assert 1 == len(gave_up)
+            assert gave_up[0]["unsynced"]
         finally:
             rig.source.close()
             replica.terminate(timeout=5.0)
