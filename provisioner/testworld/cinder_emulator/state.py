@@ -195,9 +195,20 @@ class StoreBase:
                 f"quota. Requested {gigabytes}G, quota is {q.gigabytes}G and {used}G has been consumed.",
             )
 
-    def _volume_view(self, rec: Rec) -> dict[str, Any]:
+    def _attached_by_volume(self) -> dict[str, list[Att]]:
+        """volume id → its attached attachments (one pass, for views of many volumes)."""
+        out: dict[str, list[Att]] = {}
+        for a in self._atts.values():
+            if a.status == "attached":
+                out.setdefault(a.volume_id, []).append(a)
+        return out
+
+    def _volume_view(self, rec: Rec, attached: Mapping[str, list[Att]] | None = None) -> dict[str, Any]:
         x = rec.extra
-        atts = [a for a in self._atts.values() if a.volume_id == rec.id and a.status == "attached"]
+        if attached is not None:
+            atts = attached.get(rec.id, [])
+        else:
+            atts = [a for a in self._atts.values() if a.volume_id == rec.id and a.status == "attached"]
         return {
             "id": rec.id,
             "name": rec.name or None,

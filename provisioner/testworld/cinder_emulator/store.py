@@ -110,10 +110,11 @@ class Store(BackupStore):
         """Matching volumes, newest first (Cinder's default sort)."""
         with self._lock:
             out = []
+            attached = self._attached_by_volume()
             for rec in sorted(self._vols.values(), key=lambda r: -r.seq):
                 if not self._settle(rec, self._vols) or not matches(rec, filters, like_filters):
                     continue
-                out.append(self._volume_view(rec))
+                out.append(self._volume_view(rec, attached))
             return out
 
     def delete_volume(self, volume_id: str, *, cascade: bool) -> None:
