@@ -118,6 +118,10 @@ class ProvisionerConfig:
     delete_deadline_seconds: float = 600.0
     #: Volumes that went to ``error`` are deleted and re-created at most this many times.
     max_error_retries: int = 3
+    #: The leader's periodic audit (docs/audit.md): seconds between runs; 0 turns it off.
+    audit_interval_seconds: float = 3600.0
+    #: The periodic audit calls a transitional Cinder status older than this ``stuck``.
+    audit_stuck_after_seconds: float = 3600.0
     leader_election: LeaderElectionConfig = field(default_factory=LeaderElectionConfig)
     log_level: str = "info"
 
@@ -379,9 +383,19 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
         create_deadline_seconds=_float(data, "create_deadline_seconds", 600.0, lo=1.0, hi=7 * 86_400.0),
         delete_deadline_seconds=_float(data, "delete_deadline_seconds", 600.0, lo=1.0, hi=7 * 86_400.0),
         max_error_retries=_int(data, "max_error_retries", 3, lo=0, hi=100),
+        audit_interval_seconds=_audit_interval(data),
+        audit_stuck_after_seconds=_float(data, "audit_stuck_after_seconds", 3600.0, lo=1.0, hi=30 * 86_400.0),
         leader_election=leader,
         log_level=log_level,
     )
+
+
+def _audit_interval(data: Mapping[str, Any]) -> float:
+    """0 (off) or at least a minute: the audit lists every volume and PV, so it is rate-limited."""
+    value = _float(data, "audit_interval_seconds", 3600.0, lo=0.0, hi=7 * 86_400.0)
+    if 0 < value < 60:
+        raise ConfigError("audit_interval_seconds", f"must be 0 (off) or at least 60, not {value:g}")
+    return value
 
 
 def _clouds(

@@ -22,6 +22,7 @@ from provisioner.adapters.health import HealthServer
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.config.settings import ProvisionerConfig
 from provisioner.ports import CinderPort, Clock
+from provisioner.runtime.audit_loop import AuditLoop
 from provisioner.runtime.controller import Controller
 from provisioner.runtime.informer import Informer
 from provisioner.runtime.leader import LeaderElector
@@ -102,6 +103,19 @@ class Replica:
             **settings_overrides,
         )
         self.controller.on_crash = self.crash
+        # The periodic audit (leader only, read-only, off with audit_interval_seconds: 0).
+        self.audit = AuditLoop(
+            clouds=self.controller.ctx.clouds,
+            kube=self.kube,
+            events=self.controller.ctx.events,
+            registry=self.metrics.registry,
+            cluster_id=config.cluster_id,
+            default_cloud=config.default_cloud,
+            provisioner_name=config.provisioner_name,
+            interval_seconds=config.audit_interval_seconds,
+            stuck_after_seconds=config.audit_stuck_after_seconds,
+            is_leader=is_leader,
+        )
         # VolumeSnapshotContents of our driver (the CSI snapshotter's part): same Context, own queue.
         self.snapshots = SnapshotController(
             source=self.kube,
@@ -180,6 +194,7 @@ class Replica:
         if not self._await_sync():
             return
         self.controller.start_workers()
+        self.audit.start()
         self.snapshots.start_workers_when_synced()
         self.metrics.leader.set(1)
         self.leading.set()
@@ -235,6 +250,7 @@ class Replica:
             self.elector.stop()
         if self.leases is not None:
             self.leases._stop.set()
+        self.audit.stop(1.0)
         self.snapshots.stop(timeout=timeout)
         self.controller.stop(abort_watches=self.kube.abort_watches, timeout=timeout)
         self.snapshots.join(1.0)
