@@ -60,7 +60,14 @@ CRASH_POINTS: tuple[str, ...] = (
 )
 #: The expand flow's crash points, armed like the others: a share of bound claims grows before deletion.
 EXPAND_CRASH_POINTS = ("before_cinder_extend", "after_cinder_extend", "after_pv_resize")
-CRASH_POINTS = (*CRASH_POINTS, *EXPAND_CRASH_POINTS)
+#: The snapshot flow's crash points (flows/snapshots.py): Cinder snapshot made but not recorded, deleted but
+#: the content's finalizer still on, and the finalizer removal itself.
+SNAPSHOT_CRASH_POINTS = ("after_snapshot_create", "after_snapshot_delete", "before_content_finalizer_removal")
+CRASH_POINTS = (*CRASH_POINTS, *EXPAND_CRASH_POINTS, *SNAPSHOT_CRASH_POINTS)
+#: Share of bound claims snapshotted (a VolumeSnapshot, waited for, deleted) before they are deleted.
+SNAPSHOT_FRACTION = 0.3
+SNAPSHOT_WAIT_SECONDS = 30.0
+SNAPSHOT_CLASS = "chaos-snap"
 GROW_FRACTION = 0.25
 GROW_TO = "2Gi"
 GROW_WAIT_SECONDS = 5.0  # a grown claim is deleted once its PV shows the size, or after this long
@@ -255,6 +262,8 @@ def run(
                 "storageclasses",
                 {**objects.storage_class(name, {"type": vtype}), "allowVolumeExpansion": True},
             )
+        _snapshot_class(kube)
+        snapshots: dict[str, tuple[str, float]] = {}  # claim name → (phase, since)
         claims = _bad_claims(kube, bad_type_claims)
         bad_uids = {c.uid for c in claims}
         h.keep_two()
@@ -304,6 +313,8 @@ def run(
                 bound = (pvc.get("status") or {}).get("phase") == "Bound"
                 if bound and _grow_first(sim, kube, pvc, rng=rng, growing=growing, stats=h.stats):
                     continue
+                if bound and _snapshot_first(sim, kube, name, rng=rng, snapshots=snapshots, stats=h.stats):
+                    continue
                 mid_provision = not bound and rng.random() < 0.002
                 if bound or mid_provision:
                     if bound:
@@ -332,6 +343,15 @@ def run(
             time.sleep(0.2)
             leaked_list = _our_volumes(emu, excluding=bad_uids)
         leaked = len(leaked_list)
+        leaked_snaps = _wait_snapshots_given_back(h, sim, emu, deadline)
+        leaked_snapshots = len(leaked_snaps)
+        for snap in leaked_snaps:
+            md = snap.get("metadata") or {}
+            print(
+                f"LEAKED SNAPSHOT {snap['id']} status={snap.get('status')} "
+                f"content={md.get(names.META_CONTENT_NAME)} by={md.get(names.META_CREATED_BY)}",
+                file=out,
+            )
         for v in leaked_list:  # say what leaked, for the human reading the log
             md = v.get("metadata") or {}
             print(
@@ -358,6 +378,8 @@ def run(
     return {
         "stalled": stalled,
         "leaked": leaked,
+        "leaked_snapshots": leaked_snapshots,
+        "snapshots_left": len(_our_snapshots(emu)),
         "duplicates": duplicates,
         "lost": lost,
         "silent": silent,
@@ -451,6 +473,97 @@ def _grow_first(
         growing[name] = float("-inf")  # counted once; delete now
         return False
     return now - growing[name] < GROW_WAIT_SECONDS
+
+
+def _snapshot_class(kube: KubeAdapter) -> None:
+    kube.create(
+        "volumesnapshotclasses",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotClass",
+            "metadata": {"name": SNAPSHOT_CLASS},
+            "driver": names.CSI_DRIVER_NAME,
+            "deletionPolicy": "Delete",
+        },
+    )
+
+
+def _snapshot_first(
+    sim: KubeSimulator,
+    kube: KubeAdapter,
+    claim: str,
+    *,
+    rng: random.Random,
+    snapshots: dict[str, tuple[str, float]],
+    stats: dict[str, int],
+) -> bool:
+    """Snapshot a share of bound claims before they are deleted (VolumeSnapshot → ready or failed or a
+    timeout → deleted → gone); True = wait, do not delete the claim yet."""
+    now = time.monotonic()
+    phase, since = snapshots.get(claim, ("", now))
+    name = f"snap-{claim}"
+    if not phase:
+        if rng.random() >= SNAPSHOT_FRACTION:
+            snapshots[claim] = ("skipped", now)
+            return False
+        body = {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "volumeSnapshotClassName": SNAPSHOT_CLASS,
+                "source": {"persistentVolumeClaimName": claim},
+            },
+        }
+        try:
+            kube.create("volumesnapshots", body, namespace="default")
+        except KubeError:
+            return False
+        snapshots[claim] = ("taking", now)
+        stats["snapshots"] = stats.get("snapshots", 0) + 1
+        return True
+    if phase == "taking":
+        status = (sim.get("volumesnapshots", "default", name) or {}).get("status") or {}
+        done = status.get("readyToUse") is True or bool(status.get("error"))
+        if done or now - since > SNAPSHOT_WAIT_SECONDS:
+            if status.get("readyToUse") is True:
+                stats["snapshots_ready"] = stats.get("snapshots_ready", 0) + 1
+            try:
+                kube.delete("volumesnapshots", name, namespace="default")
+            except KubeError:
+                return True
+            snapshots[claim] = ("deleting", now)
+        return True
+    if phase == "deleting":
+        if sim.get("volumesnapshots", "default", name) is None or now - since > SNAPSHOT_WAIT_SECONDS:
+            snapshots[claim] = ("done", now)
+            return False
+        return True
+    return False
+
+
+def _our_snapshots(emu: CinderEmulator) -> list[dict[str, Any]]:
+    return [s for s in emu.snapshots() if (s.get("metadata") or {}).get(names.META_CLUSTER) == "chaos"]
+
+
+def _leaked_snapshots(sim: KubeSimulator, emu: CinderEmulator) -> list[dict[str, Any]]:
+    """Cinder snapshots with our tags whose VolumeSnapshotContent is gone (nobody will give them back)."""
+    return [
+        s
+        for s in _our_snapshots(emu)
+        if sim.get("volumesnapshotcontents", "", (s.get("metadata") or {}).get(names.META_CONTENT_NAME, ""))
+        is None
+    ]
+
+
+def _wait_snapshots_given_back(
+    h: Harness, sim: KubeSimulator, emu: CinderEmulator, deadline: float
+) -> list[dict[str, Any]]:
+    """Let the survivors give back every snapshot (all VolumeSnapshots were deleted); the leaked ones."""
+    while _our_snapshots(emu) and time.monotonic() < deadline:
+        h.keep_two()
+        time.sleep(0.2)
+    return _leaked_snapshots(sim, emu)
 
 
 def _bound(sim: KubeSimulator, claims: Sequence[cm.Claim]) -> int:
@@ -553,7 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _defects(summary: dict[str, Any]) -> int:
-    keys = ("leaked", "duplicates", "lost", "silent", "stalled", "bad_claims_bound", "bad_claim_volumes")
+    keys: tuple[str, ...] = ("leaked", "duplicates", "lost", "silent", "stalled", "bad_claims_bound")
+    keys += ("bad_claim_volumes", "leaked_snapshots", "snapshots_left")
     return int(sum(summary[k] for k in keys) + summary["worker_deaths"])
 
 
