@@ -7,8 +7,11 @@ never appear), with SCSI host rescans at configured times and a WWID check when 
 ``iscsiadm`` is serialized per portal+IQN, and a target is logged out only when no other staged volume on
 this node still uses it through the same iface. Every node command names its iface (``--interface``): the
 PV's ``iscsiInterface``, or the dedicated iface carrying the PV's initiator name (``iscsi_iface``), so a
-login, a reused session and a logout always belong to the same initiator. The CHAP password must travel in
-``iscsiadm --op update`` argv (there is no other interface); the runner redacts it from logs and errors.
+login, a reused session and a logout always belong to the same initiator. CHAP passwords (session and
+discovery) never travel in argv: they are written straight into the record files of open-iscsi's node
+database (``iscsi_db``, 0600, atomic); only the method and the user name go through ``--op update``.
+Discovery (when the PV asks for discovery CHAP) runs *before* the node record is prepared, because a
+sendtargets discovery rewrites the records it finds with the defaults.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from attach.errors import (
     RetryableAttachError,
     WrongDevice,
 )
+from attach.iscsi_db import NodeDb
 from attach.iscsi_iface import (
     IfaceRecords,
     Session,
@@ -138,6 +142,7 @@ class Iscsi:
         self._clock = clock
         self._sleep = sleep
         self._ifaces = IfaceRecords(adm=self._adm, fail=error_for, locks=locks)
+        self._db = NodeDb(settings.iscsi_root)
 
     # --- iscsiadm --------------------------------------------------------------------------------------
 
@@ -155,11 +160,9 @@ class Iscsi:
     def _node(path: IscsiPath, iface: str) -> list[str]:
         return ["-m", "node", "-T", path.iqn, "-p", normalize_portal(path.portal), "--interface", iface]
 
-    def _update(self, path: IscsiPath, iface: str, name: str, value: str, *, secret: bool = False) -> None:
-        result = self._adm(
-            [*self._node(path, iface), "--op", "update", "-n", name, "-v", value],
-            secrets=(value,) if secret else (),
-        )
+    def _update(self, path: IscsiPath, iface: str, name: str, value: str) -> None:
+        """A non-secret node record setting through ``iscsiadm --op update`` (values are validated)."""
+        result = self._adm([*self._node(path, iface), "--op", "update", "-n", name, "-v", value])
         if result.returncode != 0:
             raise error_for(result, f"update {name}")
 
@@ -183,6 +186,8 @@ class Iscsi:
     def login(self, target: IscsiTarget, path: IscsiPath, secrets: Mapping[str, str], iface: str) -> Session:
         """Ensure the node record (with fresh CHAP) and a session to ``path`` via ``iface``; return it."""
         with self._locks.target(f"{normalize_portal(path.portal)},{path.iqn}"):
+            if target.chap_discovery:
+                self._discover_with_chap(path, secrets, iface)
             show = self._adm(self._node(path, iface))
             if show.returncode in (EXIT_NO_RECORDS, EXIT_OLD_NOT_FOUND):
                 new = self._adm([*self._node(path, iface), "--op", "new"])
@@ -195,11 +200,15 @@ class Iscsi:
                 user, password = _pair(secrets, SECRET_SESSION_USER, SECRET_SESSION_PASSWORD)
                 self._update(path, iface, "node.session.auth.authmethod", "CHAP")
                 self._update(path, iface, "node.session.auth.username", user)
-                self._update(path, iface, "node.session.auth.password", password, secret=True)
+                self._db.set_node_secret(
+                    iqn=path.iqn,
+                    portal=path.portal,
+                    iface=iface,
+                    name=SECRET_SESSION_PASSWORD,
+                    value=password,
+                )
             else:
                 self._update(path, iface, "node.session.auth.authmethod", "None")
-            if target.chap_discovery:
-                self._discover_with_chap(path, secrets, iface)
             session = self._session_for(target, path, iface)
             if session is None:
                 result = self._adm([*self._node(path, iface), "--login"])
@@ -235,18 +244,14 @@ class Iscsi:
                 "-v",
                 "CHAP",
                 "-n",
-                "discovery.sendtargets.auth.username",
+                SECRET_DISCOVERY_USER,
                 "-v",
                 user,
-                "-n",
-                "discovery.sendtargets.auth.password",
-                "-v",
-                password,
-            ],
-            secrets=(password,),
+            ]
         )
         if update.returncode != 0:
             raise error_for(update, "update discovery CHAP")
+        self._db.set_discovery_secret(portal=portal, name=SECRET_DISCOVERY_PASSWORD, value=password)
         # through the volume's iface: as its initiator, binding found records to it alone (without -I
         # a sendtargets discovery binds them to every iface in /etc/iscsi/ifaces)
         discover = self._adm([*base, "--interface", iface, "--discover"])

@@ -172,7 +172,7 @@ class Rbd:
         with self._keyfile(key, spec) as keyfile:
             if keyfile:
                 argv += ["--keyfile", keyfile]
-            argv.append(spec)
+            argv += ["--", spec]  # the image spec is never read as an option (values are validated too)
             try:
                 printed = self._map_under_watchdog(argv, target, spec, key)
             except _NoUdevRefusedError:
@@ -292,7 +292,7 @@ class Rbd:
             if force and not self._settings.force_unmap:
                 break
             opts = options + (["force"] if force else [])
-            argv = base + (["-o", ",".join(opts)] if opts else []) + [mapping.device]
+            argv = base + (["-o", ",".join(opts)] if opts else []) + ["--", mapping.device]
             result = self._runner.run(argv)
             if result.returncode == 0:
                 return

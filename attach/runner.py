@@ -1,10 +1,11 @@
 """The only place that starts host processes.
 
 Every command gets a timeout, runs in its own process group (so a timeout kills the whole tree), and is
-logged with its argv and output *redacted*: callers name the secret values that may appear (the CHAP
-password in ``iscsiadm --op update`` is the one unavoidable case; cephx keys travel in key files) and the
-runner replaces them with ``***`` before anything reaches a log line or an error message. Long-running
-commands that need a watchdog (``rbd map``) are started with ``spawn`` and supervised by the caller.
+logged with its argv and output *redacted*: callers name the secret values that may appear in output (no
+secret is ever put in argv: CHAP passwords go into open-iscsi's record files, cephx keys into 0600 key
+files) and the runner replaces them with ``***`` before anything reaches a log line or an error message.
+Long-running commands that need a watchdog (``rbd map``) are started with ``spawn`` and supervised by the
+caller.
 """
 
 from __future__ import annotations

@@ -120,3 +120,61 @@ def detach_node(name: str) -> None:
         if target.startswith("/dev/loop"):
             subprocess.run(["losetup", "-d", target], check=False, capture_output=True)
     node.unlink(missing_ok=True)
+
+
+# --- open-iscsi's node database (``/etc/iscsi``), shared by the fake iscsiadm and the tests ------------
+
+
+def iscsi_root() -> Path:
+    """The fake's ``/etc/iscsi`` (config ``iscsi_root``; the agent's ``CINDER_ATTACH_ISCSI_ROOT``)."""
+    return Path(config().get("iscsi_root") or world() / "etc-iscsi")
+
+
+def split_portal(portal: str) -> tuple[str, int]:
+    """``10.0.0.5:3260`` → (``10.0.0.5``, 3260); ``[fd00::5]:3260`` → (``fd00::5``, 3260)."""
+    host, _, port = portal.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def node_record_path(iqn: str, portal: str, tpgt: int, iface: str) -> Path:
+    """``nodes/<iqn>/<ip>,<port>,<tpgt>/<iface>``, the layout open-iscsi's idbm uses."""
+    ip, port = split_portal(portal)
+    return iscsi_root() / "nodes" / iqn / f"{ip},{port},{tpgt}" / iface
+
+
+def discovery_record_path(portal: str) -> Path:
+    """``send_targets/<ip>,<port>/st_config``."""
+    ip, port = split_portal(portal)
+    return iscsi_root() / "send_targets" / f"{ip},{port}" / "st_config"
+
+
+def read_record(path: Path) -> dict[str, str]:
+    """Parse a record file the way idbm_recinfo_config does: ``name = value`` lines, ``#`` comments."""
+    settings: dict[str, str] = {}
+    for raw in path.read_text().split("\n"):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if sep and name.strip() and value.strip():
+            settings[name.strip()] = value.strip()
+    return settings
+
+
+def write_record(path: Path, settings: dict[str, str]) -> None:
+    """Write a record file like iscsiadm does (0600, BEGIN/END RECORD markers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = "".join(f"{k} = {v}\n" for k, v in settings.items())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"# BEGIN RECORD 2.1.9\n{body}# END RECORD\n")
+    os.replace(tmp, path)
+
+
+def remove_record(path: Path) -> None:
+    """Delete a record file and the directories it leaves empty (up to ``nodes/``)."""
+    path.unlink(missing_ok=True)
+    for parent in (path.parent, path.parent.parent):
+        with contextlib.suppress(OSError):
+            parent.rmdir()

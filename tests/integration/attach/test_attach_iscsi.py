@@ -79,7 +79,7 @@ def test_login_stage_unstage_logs_out_and_deletes_record(world: FakeWorld) -> No
 def test_record_settings_scan_and_startup_manual(world: FakeWorld) -> None:
     """The node record gets node.session.scan=manual and node.startup=manual (automatic hangs boots)."""
     world.ops().stage(request(world))
-    settings = world.state()["iscsi"]["records"][f"{IQN}|{PORTAL}|default"]["settings"]
+    settings = record_lines(node_record(world))
     assert ("manual", "manual", "None") == (
         settings["node.session.scan"],
         settings["node.startup"],
@@ -87,8 +87,23 @@ def test_record_settings_scan_and_startup_manual(world: FakeWorld) -> None:
     )
 
 
-def test_session_chap_password_only_in_update_argv_and_never_logged(world: FakeWorld) -> None:
-    """CHAP password appears only in the `--op update` argv of iscsiadm, and in no log event."""
+def node_record(world: FakeWorld, iqn: str = IQN, portal: str = PORTAL, iface: str = "default") -> Path:
+    """The open-iscsi node record file the fake iscsiadm keeps (``--op new`` uses tpgt -1)."""
+    ip, _, port = portal.rpartition(":")
+    return world.iscsi_root / "nodes" / iqn / f"{ip.strip('[]')},{port},-1" / iface
+
+
+def record_lines(path: Path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition(" = ")
+        if sep:
+            found[name] = value
+    return found
+
+
+def test_session_chap_password_in_the_record_file_never_in_argv_or_logs(world: FakeWorld) -> None:
+    """The CHAP password reaches the node record file (0600) and the login, but no argv and no log event."""
     world.iscsi(
         targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}}
     )
@@ -97,28 +112,19 @@ def test_session_chap_password_only_in_update_argv_and_never_logged(world: FakeW
         ops = world.ops()
         req = request(world, attributes=attrs(chap_session=True), secrets=secrets)
         ops.stage(req)
+        record = node_record(world)
+        settings, mode = record_lines(record), record.stat().st_mode & 0o777
         ops.unstage("vol-1", req.staging_path)
-    with_password = [e["argv"] for e in world.argv_log() if PASSWORD in " ".join(e["argv"])]
-    assert [
-        [
-            "-m",
-            "node",
-            "-T",
-            IQN,
-            "-p",
-            PORTAL,
-            "--interface",
-            "default",
-            "--op",
-            "update",
-            "-n",
-            "node.session.auth.password",
-            "-v",
-            PASSWORD,
-        ]
-    ] == with_password
+    assert ("CHAP", USER, PASSWORD, 0o600) == (
+        settings["node.session.auth.authmethod"],
+        settings["node.session.auth.username"],
+        settings["node.session.auth.password"],
+        mode,
+    )
+    assert [] == [e["argv"] for e in world.argv_log() if PASSWORD in " ".join(e["argv"])]
+    assert 1 == len([a for a in world.calls("iscsiadm") if "--login" in a])
     assert [] == [e for e in logs if PASSWORD in repr(e)]
-    assert any("***" in repr(e) for e in logs)
+    assert (False, []) == (record.exists(), list(record.parent.parent.parent.glob("**/.*.tmp")))
 
 
 def test_wrong_chap_is_final_auth_failure(world: FakeWorld) -> None:
@@ -154,9 +160,26 @@ def test_discovery_chap_uses_discoverydb(world: FakeWorld) -> None:
     with capture_logs() as logs:
         world.ops().stage(request(world, attributes=attrs(chap_discovery=True), secrets=secrets))
     calls = world.calls("iscsiadm")
-    assert [
-        "-m", "discoverydb", "-t", "sendtargets", "-p", PORTAL, "--interface", "default", "--discover",
-    ] in calls  # fmt: skip
+    discover = [
+        "-m",
+        "discoverydb",
+        "-t",
+        "sendtargets",
+        "-p",
+        PORTAL,
+        "--interface",
+        "default",
+        "--discover",
+    ]
+    node_new = ["-m", "node", "-T", IQN, "-p", PORTAL, "--interface", "default", "--op", "new"]
+    # discovery first: a sendtargets discovery rewrites the node records it finds with the defaults
+    assert calls.index(discover) < calls.index(node_new)
+    st_config = world.iscsi_root / "send_targets" / "10.0.0.5,3260" / "st_config"
+    assert (DPASSWORD, 0o600) == (
+        record_lines(st_config)["discovery.sendtargets.auth.password"],
+        st_config.stat().st_mode & 0o777,
+    )
+    assert [] == [e for e in world.argv_log() if DPASSWORD in " ".join(e["argv"])]
     assert [] == [e for e in logs if DPASSWORD in repr(e)]
 
 
@@ -257,7 +280,11 @@ def test_lun_needing_rescan_appears_after_scan_write(world: FakeWorld) -> None:
     started = time.monotonic()
     record = world.ops().stage(request(world))
     assert str(world.dev / "sda") == record.device
-    assert time.monotonic() - started < 1.5
+    # the LUN wait itself is bounded by iscsi_lun_timeout (1.5 s); the rest is ~11 fake-tool processes,
+    # which take well over a second on a loaded 2-core CI machine
+    assert time.monotonic() - started < 3.0
+    scans = [p.read_text().split() for p in world.sysfs.glob("class/scsi_host/host*/scan")]
+    assert [["0", "0", "1"]] == scans  # found through the rescan we wrote
 
 
 def test_missing_lun_fails_retryably(world: FakeWorld) -> None:
@@ -339,18 +366,23 @@ def test_stale_chap_in_existing_record_is_rewritten(world: FakeWorld) -> None:
     world.iscsi(
         targets={IQN: {"portal": PORTAL, "chap": {"user": USER, "password": PASSWORD}, "luns": {"1": lun()}}}
     )
-    stale = {
-        "node.session.auth.authmethod": "CHAP",
-        "node.session.auth.username": "old",
-        "node.session.auth.password": "old",
-    }
-    record = {"iqn": IQN, "portal": PORTAL, "iface": "default", "settings": stale}
-    records = {f"{IQN}|{PORTAL}|default": record}
-    (world.world / "state.json").write_text(json.dumps({"iscsi": {"records": records}}))
+    record = {"iqn": IQN, "portal": PORTAL, "iface": "default", "tpgt": -1}
+    (world.world / "state.json").write_text(
+        json.dumps({"iscsi": {"records": {f"{IQN}|{PORTAL}|default": record}}})
+    )
+    path = node_record(world)
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        "# BEGIN RECORD 2.1.9\nnode.name = " + IQN + "\nnode.session.auth.authmethod = CHAP\n"
+        "node.session.auth.username = old\nnode.session.auth.password = old\n# END RECORD\n"
+    )
     secrets = {"node.session.auth.username": USER, "node.session.auth.password": PASSWORD}
     world.ops().stage(request(world, attributes=attrs(chap_session=True), secrets=secrets))
     assert [] == [a for a in world.calls("iscsiadm") if "new" in a]
     assert 1 == len(world.iscsi_sessions())
+    lines = path.read_text().splitlines()
+    assert ["node.session.auth.password = " + PASSWORD] == [x for x in lines if "auth.password" in x]
+    assert "# END RECORD" == lines[-1]
 
 
 def test_detach_flushes_and_deletes_the_scsi_disk(world: FakeWorld) -> None:
