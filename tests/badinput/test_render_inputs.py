@@ -189,7 +189,7 @@ PATHS = [
 
 
 def _with(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    out = json.loads(json.dumps(obj))
+    out: dict[str, Any] = json.loads(json.dumps(obj))
     node = out
     for key in path[:-1]:
         if not isinstance(node.get(key), dict):
