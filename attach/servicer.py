@@ -29,6 +29,10 @@ pb2, pb2_grpc = csi_stubs.load()
 
 
 def _abort(context: grpc.ServicerContext, method: str, error: Exception) -> Any:
+    if not isinstance(error, ProvisionerError | OSError):
+        # a bug, not a refusal: log it with its traceback, answer one line without one
+        log.exception("csi_call_crashed", method=method, error_type=type(error).__name__)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}: {type(error).__name__}")
     if isinstance(error, AttachError):
         code = getattr(grpc.StatusCode, error.grpc_code, grpc.StatusCode.INTERNAL)
     elif isinstance(error, ProvisionerError) and error.final:
@@ -101,7 +105,7 @@ class NodeServicer(pb2_grpc.NodeServicer):  # type: ignore[misc,name-defined]
                     readonly=readonly,
                 )
             )
-        except (ProvisionerError, OSError) as e:
+        except Exception as e:  # every failure becomes one status line (_abort)
             return _abort(context, "NodeStageVolume", e)
         return pb2.NodeStageVolumeResponse()
 
@@ -109,7 +113,7 @@ class NodeServicer(pb2_grpc.NodeServicer):  # type: ignore[misc,name-defined]
         log.info("csi_node_unstage", volume_id=request.volume_id)
         try:
             self._ops.unstage(request.volume_id, request.staging_target_path)
-        except (ProvisionerError, OSError) as e:
+        except Exception as e:  # every failure becomes one status line (_abort)
             return _abort(context, "NodeUnstageVolume", e)
         return pb2.NodeUnstageVolumeResponse()
 
@@ -126,7 +130,7 @@ class NodeServicer(pb2_grpc.NodeServicer):  # type: ignore[misc,name-defined]
                 readonly=request.readonly or ro_mode,
                 block=block,
             )
-        except (ProvisionerError, OSError) as e:
+        except Exception as e:  # every failure becomes one status line (_abort)
             return _abort(context, "NodePublishVolume", e)
         return pb2.NodePublishVolumeResponse()
 
@@ -134,14 +138,14 @@ class NodeServicer(pb2_grpc.NodeServicer):  # type: ignore[misc,name-defined]
         log.info("csi_node_unpublish", volume_id=request.volume_id, target_path=request.target_path)
         try:
             self._ops.unpublish(volume_id=request.volume_id, target_path=request.target_path)
-        except (ProvisionerError, OSError) as e:
+        except Exception as e:  # every failure becomes one status line (_abort)
             return _abort(context, "NodeUnpublishVolume", e)
         return pb2.NodeUnpublishVolumeResponse()
 
     def NodeGetVolumeStats(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
             stats = self._ops.stats(volume_id=request.volume_id, volume_path=request.volume_path)
-        except (ProvisionerError, OSError) as e:
+        except Exception as e:  # every failure becomes one status line (_abort)
             return _abort(context, "NodeGetVolumeStats", e)
         usage = [
             pb2.VolumeUsage(
@@ -166,11 +170,11 @@ class NodeServicer(pb2_grpc.NodeServicer):  # type: ignore[misc,name-defined]
         log.info("csi_node_expand", volume_id=request.volume_id)
         try:
             size = self._ops.expand(volume_id=request.volume_id, volume_path=request.volume_path)
-            wanted = request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
-            if wanted and size < wanted:
-                context.abort(grpc.StatusCode.OUT_OF_RANGE, f"device is {size} bytes < {wanted} requested")
-        except (ProvisionerError, OSError) as e:
+        except Exception as e:  # every failure becomes one status line (_abort)
             return _abort(context, "NodeExpandVolume", e)
+        wanted = request.capacity_range.required_bytes if request.HasField("capacity_range") else 0
+        if wanted and size < wanted:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, f"device is {size} bytes < {wanted} requested")
         return pb2.NodeExpandVolumeResponse(capacity_bytes=size)
 
     def NodeGetCapabilities(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from provisioner import csi_contract
 from provisioner.csi_contract import IscsiPath
-from provisioner.domain import names
+from provisioner.domain import names, node_input
 from provisioner.domain.errors import InvalidInput
 from provisioner.mapping.common import (
     Credentials,
@@ -80,13 +80,13 @@ def _portal(value: Any, field_name: str) -> str:
         raise InvalidInput(field_name, "must be 'host:port' (IPv6 hosts in brackets)")
     if match["port"] is not None and not 1 <= int(match["port"]) <= 65535:
         raise InvalidInput(field_name, "port must be between 1 and 65535")
-    return value
+    return node_input.portal(value, field=field_name)  # the node agent's grammar (iscsiadm -p)
 
 
 def _iqn(value: Any, field_name: str) -> str:
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidInput(field_name, "must be an iSCSI name (iqn., eui. or naa.)")
-    return value
+    return node_input.iscsi_name(value, field=field_name)  # the node agent's grammar (iscsiadm -T)
 
 
 def _paths(data: Mapping[str, Any]) -> tuple[IscsiPath, ...]:
@@ -143,7 +143,9 @@ def _chap(data: Mapping[str, Any], method_key: str, user_key: str, password_key:
         return None
     if method.upper() != "CHAP":
         raise InvalidInput(fname(method_key), "only CHAP is supported")
-    return Chap(username=req_str(data, user_key), password=req_str(data, password_key))
+    username = node_input.chap_user(req_str(data, user_key), field=fname(user_key))
+    password = node_input.chap_secret(req_str(data, password_key), field=fname(password_key))
+    return Chap(username=username, password=password)
 
 
 def credentials(source: IscsiSource) -> Credentials | None:
@@ -224,6 +226,8 @@ def csi_target(
     """The node agent's view of the LUN: every path, CHAP flags (the secrets travel in the stage Secret)."""
     if initiator_name and not _NAME.fullmatch(initiator_name):
         raise InvalidInput("initiatorName", "must be an iSCSI name (iqn., eui. or naa.)")
+    if initiator_name:
+        node_input.iscsi_name(initiator_name, field="initiatorName")
     return csi_contract.IscsiTarget(
         paths=source.paths,
         initiator_name=initiator_name,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from provisioner import csi_contract
-from provisioner.domain import names
+from provisioner.domain import names, node_input
 from provisioner.domain.errors import InvalidInput
 from provisioner.domain.params import ClassParams
 from provisioner.mapping.common import (
@@ -75,9 +75,12 @@ def _split_name(name: str) -> tuple[str, str, str]:
     parts = name.split("/")
     if len(parts) not in (2, 3) or not all(_NAME_PART.fullmatch(p) for p in parts):
         raise InvalidInput(fname("name"), "must be 'pool/image' or 'pool/namespace/image'")
-    if len(parts) == 2:
-        return parts[0], "", parts[1]
-    return parts[0], parts[1], parts[2]
+    pool, namespace, image = (parts[0], "", parts[1]) if len(parts) == 2 else tuple(parts)
+    # the node agent's grammar (the same values reach ``rbd device map`` argv there)
+    node_input.pool(pool, field=f"{fname('name')} (pool)")
+    node_input.rados_namespace(namespace, field=f"{fname('name')} (namespace)")
+    node_input.image(image, field=f"{fname('name')} (image)")
+    return pool, namespace, image
 
 
 def _user(raw: str | None) -> str | None:
@@ -86,7 +89,7 @@ def _user(raw: str | None) -> str | None:
     user = raw.removeprefix("client.")
     if not _CEPH_USER.fullmatch(user):
         raise InvalidInput(fname("auth_username"), "is not a valid Ceph user id")
-    return user
+    return node_input.cephx_user(user, field=fname("auth_username"))
 
 
 def _monitors(data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -104,8 +107,9 @@ def _monitors(data: Mapping[str, Any]) -> tuple[str, ...]:
         if not _HOST.fullmatch(bare) or bare.count(":") == 1:
             raise InvalidInput(f"{fname('hosts')}[{index}]", "is not a host name or IP address")
         number = as_int(port, f"{fname('ports')}[{index}]", low=1, high=65535)
-        monitors.append(f"[{bare}]:{number}" if ":" in bare else f"{bare}:{number}")
-    return tuple(monitors)
+        monitor = f"[{bare}]:{number}" if ":" in bare else f"{bare}:{number}"
+        monitors.append(node_input.monitor(monitor, field=f"{fname('hosts')}[{index}]"))
+    return node_input.monitors(monitors, field=fname("hosts"))
 
 
 def extract_cephx_key(keyring: str, *, user: str) -> str:
@@ -162,7 +166,7 @@ def credentials(source: RbdSource, params: ClassParams) -> Credentials | None:
 def effective_user(source: RbdSource, params: ClassParams) -> str:
     """``cephxUser`` (the owner of the admin's key) overrides the user Cinder reported."""
     if params.cephx_secret_name is not None and params.cephx_user is not None:
-        return params.cephx_user
+        return node_input.cephx_user(params.cephx_user, field="parameters.cephxUser")
     return source.user
 
 
