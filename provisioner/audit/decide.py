@@ -325,7 +325,8 @@ def audit(observed: Observed, o: Options) -> Report:
     complete = {inv.cloud for inv in observed.clouds if inv.complete}
 
     _volume_side(observed, o, refs, b)
-    _pv_side(pvs, o, volumes, complete, b)
+    claims = {str(_meta(c).get("uid")): c for c in kube.pvcs}
+    _pv_side(pvs, o, volumes, complete, claims, b)
     _snapshot_side(observed, o, refs, contents, b)
     findings = tuple(sorted(b.out, key=Finding.sort_key))
     return Report(
@@ -418,11 +419,12 @@ def _orphan_detail(v: Volume, cluster: str, o: Options) -> str:
     return f"no PV references it and its claim is gone{attached}"
 
 
-def _pv_side(
+def _pv_side(  # noqa: PLR0917 - one private call site
     pvs: Sequence[Obj],
     o: Options,
     volumes: Mapping[tuple[str, str], Volume],
     complete: set[str],
+    claims: Mapping[str, Obj],
     b: _Builder,
 ) -> None:
     for pv in pvs:
@@ -479,7 +481,8 @@ def _pv_side(
         }
         _wrong_volume(pv=pv, v=v, claim=claim, o=o, b=b, cloud=cloud, base=base)
         want = _capacity_bytes(pv)
-        if want is not None and v.status not in RESIZING and want != v.size_gib * GIB:
+        resizing = v.status in RESIZING or _claim_grows(claims.get(str(claim.get("uid"))), want)
+        if want is not None and not resizing and want != v.size_gib * GIB:
             b.add(
                 Kind.SIZE_DRIFT,
                 cloud=cloud,
@@ -497,6 +500,17 @@ def _pv_side(
             problems.append(f"Cinder attachment(s) {', '.join(extra)} not referenced by the PV")
         if problems:
             b.add(Kind.ATTACHMENT_DRIFT, cloud=cloud, detail="; ".join(problems), **base)
+
+
+def _claim_grows(pvc: Obj | None, capacity: int | None) -> bool:
+    """The bound claim asks for more than its PV has: an expansion is under way (Cinder first, PV last)."""
+    if pvc is None or capacity is None:
+        return False
+    raw = (((pvc.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+    try:
+        return raw is not None and int(parse_quantity(str(raw))) > capacity
+    except InvalidInput:
+        return False
 
 
 def _wrong_volume(

@@ -175,6 +175,18 @@ CASES: list[tuple[str, Observed, Options, set[tuple[Kind, str]]]] = [
         set(),
     ),
     (
+        "claim grown, Cinder extended, PV not yet (expansion in flight): no size-drift",
+        observed(
+            [vol("v1", "u1", size=2, attachments=("a1",))],
+            pvs=[pv("u1", "v1", capacity="1Gi", attachment="a1")],
+            pvcs=[
+                {**pvc("u1"), "spec": {"volumeName": "pvc-u1", "resources": {"requests": {"storage": "2Gi"}}}}
+            ],
+        ),
+        options(),
+        set(),
+    ),
+    (
         "PV's recorded attachment gone from Cinder: attachment-drift",
         observed(
             [vol("v1", "u1", status="available")], pvs=[pv("u1", "v1", attachment="a1")], pvcs=[pvc("u1")]
