@@ -103,6 +103,8 @@ class Replica:
             **settings_overrides,
         )
         self.controller.on_crash = self.crash
+        #: the Cinder adapters this replica made (and so closes); ones passed in belong to the caller
+        self._own_clouds = list(self.controller.ctx.clouds.values()) if clouds is None else []
         # The periodic audit (leader only, read-only, off with audit_interval_seconds: 0).
         self.audit = AuditLoop(
             clouds=self.controller.ctx.clouds,
@@ -261,6 +263,10 @@ class Replica:
         if self.health:
             self.health.stop()
         self.kube.close()
+        for cinder in self._own_clouds:
+            close = getattr(cinder, "close", None)
+            if close is not None:
+                close()
         if self._lease_kube:
             self._lease_kube.close()
         if self.leases is not None:

@@ -109,6 +109,12 @@ class CinderAdapter(BackupOps):
         assert self._caps is not None
         return self._caps
 
+    def close(self) -> None:
+        """Close the pooled HTTP connections (a stopped replica must not keep its sockets open)."""
+        http = getattr(self._session, "session", None)
+        if http is not None:
+            http.close()
+
     @property
     def capabilities(self) -> CinderCapabilities:
         """What the negotiated microversion allows (negotiates on first use)."""

@@ -381,8 +381,11 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def _client_gone(self) -> bool:
-        readable, _, _ = select.select([self.connection], [], [], 0)
-        if not readable:
+        # poll, not select: select() cannot watch a descriptor numbered 1024 or more, and a long chaos run
+        # (every replica's clients and the servers' ends in one process) goes past that.
+        poller = select.poll()
+        poller.register(self.connection, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(0):
             return False
         try:
             peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
