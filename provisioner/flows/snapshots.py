@@ -25,6 +25,7 @@ performs exactly the step. Every Cinder mutation goes through the fenced port (`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,8 @@ from provisioner.domain.model import (
     DELETING,
     ERROR,
     IN_USE,
+    Backup,
+    BackupId,
     Snapshot,
     SnapshotId,
     Volume,
@@ -58,7 +61,7 @@ from provisioner.flows.context import Context, Obj
 from provisioner.flows.giveback import Backoff, Done, Fail, HoldCloud, Refuse, Wait, hold_or_fail, run_wait
 from provisioner.flows.snapshot_params import SnapshotKind, SnapshotParams, parse_snapshot_parameters
 from provisioner.flows.steps import drive
-from provisioner.ports import Cache
+from provisioner.ports import Cache, CinderPort
 
 log = structlog.get_logger(__name__)
 
@@ -143,6 +146,7 @@ class Cut:
     size_gib: int
     volume_id: str = ""
     kind: SnapshotKind = "snapshot"
+    fail_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +167,9 @@ class Observed:
     volume: Volume | None = None
     volume_looked: bool = False
     inuse_needs_force: bool = True
+    #: backups: the cloud runs cinder-backup; the source volume has an available backup (incremental)
+    backup_service: bool = True
+    previous_backup: bool = False
     failure: ProvisionerError | None = None
     #: we already sent a delete and Cinder still shows the snapshot as deletable (it kept it)
     delete_sent: bool = False
@@ -200,6 +207,8 @@ class Create:
     metadata: dict[str, str]
     force: bool
     then: Poll
+    kind: SnapshotKind = "snapshot"
+    incremental: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,12 +349,21 @@ def decide(o: Observed, *, cluster: str = "", claim: str | None = None, identity
             reason="volume_not_found",
             message=f"spec.source.volumeHandle: Cinder volume {c.volume_handle} does not exist",
         )
-    if volume.status == IN_USE and o.inuse_needs_force and not o.params.force:
+    kind: SnapshotKind = "backup" if (c.kind or o.params.kind) == "backup" else "snapshot"
+    if kind == "backup" and not o.backup_service:
+        return MarkFailed(
+            content=c,
+            reason="no_backup_service",
+            message="parameters.type: backup, but this cloud runs no cinder-backup service",
+        )
+    needs_force = o.inuse_needs_force or kind == "backup"  # Cinder backs up in-use volumes only with force
+    if volume.status == IN_USE and needs_force and not o.params.force:
+        what = "backups" if kind == "backup" else "snapshots"
         return MarkFailed(
             content=c,
             reason="volume_in_use",
             message=f"Cinder volume {volume.id} is in-use and the VolumeSnapshotClass does not allow "
-            'snapshots of in-use volumes (parameters.force-create: "true")',
+            f'{what} of in-use volumes (parameters.force-create: "true")',
         )
     if volume.status not in (AVAILABLE, IN_USE):
         return _cut_wait(o, c, f"volume_{volume.status}")
@@ -357,6 +375,8 @@ def decide(o: Observed, *, cluster: str = "", claim: str | None = None, identity
         metadata=snapshot_tags(c, cluster=cluster, claim=claim, identity=identity),
         force=o.params.force and volume.status == IN_USE,
         then=_cut_wait(o, c, "creating"),
+        kind=kind,
+        incremental=kind == "backup" and o.params.incremental and o.previous_backup,
     )
 
 
@@ -381,8 +401,8 @@ def _judge(o: Observed, c: ContentFacts, cut: Cut, duplicates: tuple[Cut, ...]) 
         return MarkFailed(
             content=c,
             reason=f"snapshot_{cut.status}",
-            message=f"Cinder snapshot {cut.id} of volume {cut.volume_id or c.volume_handle} went to "
-            f"status {cut.status}",
+            message=f"Cinder {cut.kind} {cut.id} of volume {cut.volume_id or c.volume_handle} went to "
+            f"status {cut.status}" + (f": {cut.fail_reason}" if cut.fail_reason else ""),
         )
     return _cut_wait(o, c, cut.status or "creating")
 
@@ -483,7 +503,16 @@ def _inuse_needs_force(microversion: str) -> bool:
         return True
 
 
-def _to_cut(s: Snapshot) -> Cut:
+def _to_cut(s: Snapshot | Backup) -> Cut:
+    if isinstance(s, Backup):
+        return Cut(
+            id=s.id,
+            status=s.status,
+            size_gib=s.size_gib,
+            volume_id=s.volume_id,
+            kind="backup",
+            fail_reason=s.fail_reason,
+        )
     return Cut(id=s.id, status=s.status, size_gib=s.size_gib, volume_id=s.volume_id)
 
 
@@ -526,17 +555,24 @@ def observe(sc: SnapshotContext, name: str) -> tuple[Observed, str | None]:
     if hint.next_poll_at > ctx.clock():
         return Observed(**base, not_due=hint.next_poll_at - ctx.clock()), claim
     cinder = ctx.cinder(cloud)
+    backup = (c.kind or params.kind) == "backup"
     try:
         cuts: dict[str, Cut] = {}
         handle = c.status_handle or c.source_handle
         if handle and names.is_cinder_id(handle):
             try:
-                cuts[handle] = _to_cut(cinder.get_snapshot(SnapshotId(handle)))
+                found: Snapshot | Backup = (
+                    cinder.get_backup(BackupId(handle)) if backup else cinder.get_snapshot(SnapshotId(handle))
+                )
+                cuts[handle] = _to_cut(found)
             except CinderNotFound:
                 pass
         if not c.pre_provisioned:
             tags = {names.META_CLUSTER: ctx.settings.cluster_id, names.META_CONTENT_NAME: c.name}
-            for s in cinder.list_snapshots(metadata=tags):
+            listed: Iterator[Snapshot] | Iterator[Backup] = (
+                cinder.list_backups(metadata=tags) if backup else cinder.list_snapshots(metadata=tags)
+            )
+            for s in listed:
                 cuts.setdefault(s.id, _to_cut(s))
         volume: Volume | None = None
         volume_looked = False
@@ -547,6 +583,11 @@ def observe(sc: SnapshotContext, name: str) -> tuple[Observed, str | None]:
             except CinderNotFound:
                 volume = None
         inuse = _inuse_needs_force(cinder.capabilities.microversion) if volume is not None else True
+        if backup and volume is not None:
+            base["backup_service"] = cinder.has_backup_service()
+            base["previous_backup"] = params.incremental and any(
+                b.status == AVAILABLE for b in cinder.list_backups(volume_id=volume.id)
+            )
     except CinderError as e:
         return Observed(**base, looked=True, failure=e), claim
     return (
@@ -643,9 +684,20 @@ def _create(ctx: Context, step: Create) -> Outcome | None:
     c = step.content
     hint = ctx.hints.get(c.uid or c.name)
     try:
-        snap = ctx.cinder(step.cloud).create_snapshot(
-            step.volume_id, name=step.name, metadata=step.metadata, force=step.force
-        )
+        cinder = ctx.cinder(step.cloud)
+        made: Snapshot | Backup
+        if step.kind == "backup":
+            made = cinder.create_backup(
+                step.volume_id,
+                name=step.name,
+                metadata=step.metadata,
+                incremental=step.incremental,
+                force=step.force,
+            )
+        else:
+            made = cinder.create_snapshot(
+                step.volume_id, name=step.name, metadata=step.metadata, force=step.force
+            )
     except ProvisionerError as e:
         return _run_failed(
             ctx,
@@ -657,7 +709,14 @@ def _create(ctx: Context, step: Create) -> Outcome | None:
             ),
         )
     ctx.checkpoint("after_snapshot_create")
-    log.info("snapshot_create_requested", content=c.name, snapshot_id=snap.id, volume_id=step.volume_id)
+    log.info(
+        "snapshot_create_requested",
+        content=c.name,
+        kind=step.kind,
+        snapshot_id=made.id,
+        volume_id=step.volume_id,
+        incremental=step.incremental,
+    )
     return run_wait(ctx, hint, step.then.wait)
 
 
@@ -667,7 +726,7 @@ def _mark_ready(ctx: Context, step: MarkReady) -> Outcome | None:
         cinder = ctx.cinder(step.cloud)
         try:
             for dup in step.duplicates:
-                cinder.delete_snapshot(SnapshotId(dup.id))
+                _give_back(cinder, dup.kind, dup.id)
                 log.warning("snapshot_duplicate_deleted", content=c.name, snapshot_id=dup.id, kept=cut.id)
         except ProvisionerError as e:
             return _run_failed(
@@ -692,7 +751,7 @@ def _mark_ready(ctx: Context, step: MarkReady) -> Outcome | None:
     _count(ctx, c, "create", "success")
     if c.created_at is not None:
         ctx.metrics.snapshot_create_seconds.labels(kind=_kind(c)).observe(max(0.0, now - c.created_at))
-    what = "pre-provisioned Cinder snapshot" if c.pre_provisioned else "Cinder snapshot"
+    what = f"pre-provisioned Cinder {cut.kind}" if c.pre_provisioned else f"Cinder {cut.kind}"
     ctx.events.event(
         _about(c), "Normal", SNAPSHOT_CREATED, f"{what} {cut.id} ({cut.size_gib} GiB) is ready to use"
     )
@@ -725,7 +784,7 @@ def _delete(ctx: Context, step: Delete) -> Outcome | None:
     cinder = ctx.cinder(step.cloud)
     try:
         for sid in step.ids:
-            cinder.delete_snapshot(SnapshotId(sid))
+            _give_back(cinder, _kind(c), sid)
     except CinderConflict as e:
         ctx.events.event(
             _about(c),
@@ -750,6 +809,13 @@ def _delete(ctx: Context, step: Delete) -> Outcome | None:
     if step.again:
         return error("snapshot_kept", f"Cinder kept {', '.join(step.ids)}", at_least=DEPENDENTS_RETRY_SECONDS)
     return run_wait(ctx, hint, step.then.wait)
+
+
+def _give_back(cinder: CinderPort, kind: str, cut_id: str) -> None:
+    if kind == "backup":
+        cinder.delete_backup(BackupId(cut_id))
+    else:
+        cinder.delete_snapshot(SnapshotId(cut_id))
 
 
 def _release(ctx: Context, step: Release) -> Outcome | None:

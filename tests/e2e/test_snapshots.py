@@ -200,3 +200,40 @@ def test_pre_provisioned_content_is_validated_and_marked_ready(snapshots: World)
     message = vs(world, "missing")["status"]["error"]["message"]
     assert f"spec.source.snapshotHandle: Cinder snapshot {MISSING} does not exist" == message
     assert False is vs(world, "missing")["status"]["readyToUse"]
+
+
+def test_backup_class_makes_an_incremental_chain_of_cinder_backups(snapshots: World) -> None:
+    """type: backup → a tagged Cinder backup; the second one of the volume is incremental; delete → gone."""
+    world = snapshots
+    vs_class(world, "backups", **{"type": "backup", "incremental": "true", "force-create": "true"})
+    take_snapshot(world, "full", "src", "backups")
+    wait_ready(world, "full")
+    full = world.cinder.get_backup(content_of(world, "full")["status"]["snapshotHandle"])
+    take_snapshot(world, "incr", "src", "backups")
+    ready = wait_ready(world, "incr")
+    incr = world.cinder.get_backup(content_of(world, "incr")["status"]["snapshotHandle"])
+    assert (False, True) == (full.is_incremental, incr.is_incremental)
+    assert (f"snapshot-{ready['metadata']['uid']}", "incr") == (
+        incr.name,
+        incr.metadata[names.META_SNAPSHOT_NAME],
+    )
+    assert "backup" == content_of(world, "incr")["metadata"]["annotations"][names.ANN_SNAPSHOT_KIND]
+    assert [] == our_snapshots(world)  # backups, not snapshots
+    world.kube.delete("volumesnapshots", "incr", namespace="default")
+    wait_for(
+        lambda: [full.id] == [b.id for b in world.cinder.list_backups(metadata={names.META_CLUSTER: "e2e"})],
+        15,
+        "incremental backup deleted",
+    )
+
+
+def test_backup_class_on_a_cloud_without_backup_service_says_so(snapshots: World) -> None:
+    world = snapshots
+    world.emu.backup_service_up = False
+    vs_class(world, "backups", type="backup")
+    take_snapshot(world, "b", "src", "backups")
+    wait_for(lambda: bool((vs(world, "b").get("status") or {}).get("error")), 15, "error")
+    assert (
+        "parameters.type: backup, but this cloud runs no cinder-backup service"
+        == vs(world, "b")["status"]["error"]["message"]
+    )

@@ -229,6 +229,52 @@ CASES: list[tuple[str, Observed, Any]] = [
         MarkReady(content=PRE, cloud="default", cut=cut(sid="s9")),
     ),
     ("pre-provisioned: creating → poll", seen(PRE, cuts=(cut("creating", "s9"),)), poll(PRE, "creating")),
+    # backups (type: backup)
+    (
+        "backup: no cinder-backup service",
+        seen(replace(C, kind="backup"), volume=vol(), backup_service=False),
+        failed(
+            replace(C, kind="backup"),
+            "no_backup_service",
+            "parameters.type: backup, but this cloud runs no cinder-backup service",
+        ),
+    ),
+    (
+        "backup of an in-use volume needs force-create even on new clouds",
+        seen(replace(C, kind="backup"), volume=vol("in-use"), inuse_needs_force=False),
+        failed(replace(C, kind="backup"), "volume_in_use", IN_USE_MSG.replace("snapshots of", "backups of")),
+    ),
+    (
+        "backup, incremental class, an earlier backup exists",
+        seen(
+            replace(C, kind="backup"),
+            volume=vol(),
+            params=SnapshotParams(kind="backup", incremental=True),
+            previous_backup=True,
+        ),
+        create(
+            content=replace(C, kind="backup"),
+            kind="backup",
+            incremental=True,
+            then=poll(replace(C, kind="backup"), "creating"),
+        ),
+    ),
+    (
+        "backup, incremental class, first backup: full",
+        seen(replace(C, kind="backup"), volume=vol(), params=SnapshotParams(kind="backup", incremental=True)),
+        create(
+            content=replace(C, kind="backup"), kind="backup", then=poll(replace(C, kind="backup"), "creating")
+        ),
+    ),
+    (
+        "backup error carries Cinder's fail reason",
+        seen(replace(C, kind="backup"), cuts=(replace(cut("error"), kind="backup", fail_reason="No space"),)),
+        failed(
+            replace(C, kind="backup"),
+            "snapshot_error",
+            "Cinder backup s1 of volume v1 went to status error: No space",
+        ),
+    ),
     # deletion
     ("deleted, our finalizer gone already", seen(replace(GONE, finalizers=(COMMON,))), Done()),
     (
