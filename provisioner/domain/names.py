@@ -44,6 +44,7 @@ MANAGED_BY_VALUE: Final = "cinder-provisioner"
 
 # Annotations users / admins write
 ANN_RESTORE_FROM_SNAPSHOT: Final = PREFIX + "restore-from-snapshot"
+ANN_RESTORE_FROM_BACKUP: Final = PREFIX + "restore-from-backup"
 ANN_ADOPT_VOLUME: Final = PREFIX + "adopt-volume"
 
 # Kubernetes' own annotations
@@ -62,6 +63,8 @@ META_PVC_UID: Final = PREFIX + "pvc-uid"
 META_PV_NAME: Final = PREFIX + "pv-name"
 META_STORAGE_CLASS: Final = PREFIX + "storage-class"
 META_CREATED_BY: Final = PREFIX + "created-by"  # lease holder identity (fencing record)
+META_RESTORED_FROM_BACKUP: Final = PREFIX + "restored-from-backup"  # the backup id a volume holds
+META_RESTORE_STATE: Final = PREFIX + "restore-state"  # "pending" until the restore call was accepted
 # … and on the snapshots / backups we cut for VolumeSnapshots (META_PVC_NAMESPACE = the snapshot's namespace)
 META_SNAPSHOT_NAME: Final = PREFIX + "volumesnapshot-name"
 META_SNAPSHOT_UID: Final = PREFIX + "volumesnapshot-uid"

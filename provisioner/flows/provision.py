@@ -55,7 +55,7 @@ from provisioner.flows.claims import (
 from provisioner.flows.context import Context, Obj
 from provisioner.flows.duplicates import choose_keeper, remove_duplicates, volumes_of_claim
 from provisioner.flows.export import cleanup_volume, export_volume, unexport
-from provisioner.flows.sources import VolumeSource, resolve_source
+from provisioner.flows.sources import VolumeSource, finish_restore, resolve_source
 from provisioner.flows.steps import drive
 from provisioner.mapping.build import (
     ContentSource,
@@ -336,6 +336,14 @@ def reference_error(
         return InvalidInput(
             field, f"Cinder snapshot {request.snapshot_id!r} does not exist in cloud {cloud!r}"
         )
+    if err.reference == "backup_id":
+        ann = pvc["metadata"].get("annotations") or {}
+        field = (
+            f"metadata.annotations[{names.ANN_RESTORE_FROM_BACKUP}]"
+            if ann.get(names.ANN_RESTORE_FROM_BACKUP)
+            else "spec.dataSource"
+        )
+        return InvalidInput(field, f"Cinder backup {request.backup_id!r} does not exist in cloud {cloud!r}")
     field, what = _REFERENCE_FIELDS.get(err.reference, ("parameters", err.reference))
     value = {
         "volume_type": request.volume_type,
@@ -693,6 +701,7 @@ def _create(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any
     }
     if ctx.settings.identity:
         metadata[names.META_CREATED_BY] = ctx.settings.identity
+    metadata.update(source.backup_metadata())
     request = CreateVolumeRequest(
         name=pv_name,
         size_gib=max(size, source.min_size_gib),
@@ -700,6 +709,7 @@ def _create(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any
         availability_zone=params.availability_zone,
         snapshot_id=source.snapshot_id,
         source_volid=source.source_volid,
+        backup_id=source.backup_id,
         metadata=metadata,
         description=f"Kubernetes PVC {meta['namespace']}/{meta['name']}",
     )
@@ -726,6 +736,16 @@ def _bind(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, 
     uid = pvc["metadata"]["uid"]
     pv_name = names.pv_name_for(uid)
     log_ = log.bind(pvc=f"{pvc['metadata']['namespace']}/{pvc['metadata']['name']}", pv=pv_name)
+    if _restores_backup(pvc, volume):  # flows/sources.py: restore into it, or re-tag it after a restore
+        pending = finish_restore(
+            volume,
+            cinder=cinder,
+            claim_uid=uid,
+            tags=_volume_tags(ctx, pvc, sc_name),
+            backup_id=_restored_backup(ctx, pvc, params, cinder, volume),
+        )
+        if pending is not None:
+            return pending
     exported = export_volume(ctx, cinder, volume)
     ctx.checkpoint("after_export")
     source_kind = resolve_content_kind(pvc, volume)
@@ -841,15 +861,55 @@ def _give_back(ctx: Context, pvc: Obj, cinder: Any, volume: Volume, exported: An
 
 
 def _needs_grow(pvc: Obj, volume: Volume) -> bool:
-    return volume.snapshot_id is not None or volume.source_volid is not None
+    restored = bool(volume.metadata.get(names.META_RESTORED_FROM_BACKUP))
+    return volume.snapshot_id is not None or volume.source_volid is not None or restored
+
+
+def _restores_backup(pvc: Obj, volume: Volume) -> bool:
+    """The claim's volume is (being) restored from a backup: the annotation, a VolumeSnapshot source
+    (its handle may be a backup) or our marker on the volume. Adopted volumes never are."""
+    if adopt_volume_id(pvc) == volume.id:
+        return False
+    ann = pvc["metadata"].get("annotations") or {}
+    source = (pvc.get("spec") or {}).get("dataSource") or {}
+    return bool(
+        ann.get(names.ANN_RESTORE_FROM_BACKUP)
+        or volume.metadata.get(names.META_RESTORED_FROM_BACKUP)
+        or (source.get("kind") == "VolumeSnapshot" and volume.snapshot_id is None)
+    )
+
+
+def _restored_backup(ctx: Context, pvc: Obj, params: ClassParams, cinder: Any, volume: Volume) -> Any:
+    """Which backup the volume holds: our marker, else the claim's source (after Cinder wiped the marker)."""
+    marked = volume.metadata.get(names.META_RESTORED_FROM_BACKUP)
+    if marked and volume.metadata.get(names.META_PVC_UID) == pvc["metadata"]["uid"]:
+        return marked
+    source = resolve_source(ctx, pvc, params, cinder)
+    return source.backup_id or source.restore_backup_id
+
+
+def _volume_tags(ctx: Context, pvc: Obj, sc_name: str) -> dict[str, str]:
+    """The Cinder metadata that makes a volume this claim's (what a create sets, what a re-tag restores)."""
+    meta = pvc["metadata"]
+    tags = {
+        names.META_CLUSTER: ctx.settings.cluster_id,
+        names.META_PVC_NAMESPACE: meta["namespace"],
+        names.META_PVC_NAME: meta["name"],
+        names.META_PVC_UID: meta["uid"],
+        names.META_PV_NAME: names.pv_name_for(meta["uid"]),
+        names.META_STORAGE_CLASS: sc_name,
+    }
+    if ctx.settings.identity:
+        tags[names.META_CREATED_BY] = ctx.settings.identity
+    return tags
 
 
 def resolve_content_kind(pvc: Obj, volume: Volume) -> ContentSource:
     """What the node agent may do with a blank device: only "empty" volumes are ever formatted."""
     if adopt_volume_id(pvc) == volume.id:
         return "adopted"  # tagged as the claim's by adoption: still the admin's data, never formatted
-    if volume.snapshot_id:
-        return "snapshot"
+    if volume.snapshot_id or volume.metadata.get(names.META_RESTORED_FROM_BACKUP):
+        return "snapshot"  # a restored backup holds data like a snapshot does: never formatted
     if volume.source_volid:
         return "volume"
     if volume.metadata.get(names.META_PVC_UID) != pvc["metadata"]["uid"]:

@@ -36,7 +36,7 @@ def _backup_status(cinder: CinderWorld, backup_id: BackupId, status: str) -> Bac
         seen.append(cinder.adapter.get_backup(backup_id))
         return seen[-1].status == status
 
-    cinder.wait_for(f"backup {backup_id} {status} (last: {seen[-1].status if seen else '?'})", reached, 120)
+    cinder.wait_for(f"backup {backup_id} to be {status}", reached, 180)
     return seen[-1]
 
 

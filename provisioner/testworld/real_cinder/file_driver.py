@@ -6,6 +6,11 @@ keeps every volume as a sparse file in a directory (snapshots are file copies) a
 ``initialize_connection`` with the connection info a real RBD or iSCSI backend would return, chosen per
 backend by ``file_connection_type``.  Everything above the driver is unmodified Cinder.
 
+One exception to the rbd/iscsi answer: when the connector is Cinder's *own* host (the cinder-backup
+service in this process attaching a volume to read or write a backup, through os-brick), the answer is a
+``local`` connection to the volume's file, which os-brick's LocalConnector opens as it is.  That is how
+cinder-backup with the posix (directory) backup driver works here without kernel rbd or iSCSI.
+
 This module imports ``cinder`` and is therefore imported only inside the Cinder subprocess that
 ``provisioner.testworld.real_cinder.main`` runs (Cinder monkey-patches the process with eventlet).
 """
@@ -13,6 +18,7 @@ This module imports ``cinder`` and is therefore imported only inside the Cinder 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +192,8 @@ class FileVolumeDriver(driver.VolumeDriver):  # type: ignore[misc]  # cinder shi
             raise exception.InvalidConnectorException(missing="initiator")
 
     def initialize_connection(self, volume: Any, connector: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if (connector or {}).get("host") == socket.gethostname():  # cinder-backup in this process
+            return {"driver_volume_type": "local", "data": {"device_path": str(self._volume_path(volume))}}
         if self._type == "rbd":
             return {"driver_volume_type": "rbd", "data": self._rbd_data(volume)}
         return {"driver_volume_type": "iscsi", "data": self._iscsi_data(volume, connector or {})}

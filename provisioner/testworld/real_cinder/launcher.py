@@ -171,7 +171,7 @@ def write_config(
 
     ``extra_config`` adds or overrides options, per section (``{"DEFAULT": {"report_interval": "1"}}``).
     """
-    for sub in ("state", "locks", "coordination", "volumes"):
+    for sub in ("state", "locks", "coordination", "volumes", "backups"):
         (workdir / sub).mkdir(parents=True, exist_ok=True)
     shipped_paste = _shipped_file("api-paste.ini")
     paste = shipped_paste.read_text() if shipped_paste else _MINIMAL_PASTE
@@ -198,6 +198,12 @@ def write_config(
         "quota_gigabytes": "-1",
         "quota_backups": "-1",
         "quota_backup_gigabytes": "-1",
+        # cinder-backup in the same process, writing backups as files (cinder.backup.drivers.posix)
+        "backup_driver": "cinder.backup.drivers.posix.PosixBackupDriver",
+        "backup_posix_path": str(workdir / "backups"),
+        "backup_file_size": str(64 * 1024 * 1024),
+        "backup_sha_block_size_bytes": str(1024 * 1024),
+        "backup_compression_algorithm": "zlib",
     }
     filters = _shipped_file("resource_filters.json")
     if filters:
@@ -288,7 +294,10 @@ class _Starter:
 def _services_up(url: str, token: str, backends: Sequence[str]) -> bool:
     services = _request("GET", f"{url}/os-services", token)["services"]
     up = {(s["binary"], s["host"]) for s in services if s["state"] == "up" and s["status"] == "enabled"}
-    wanted = {("cinder-volume", f"cinder-real@{b}") for b in backends} | {("cinder-scheduler", "cinder-real")}
+    wanted = {("cinder-volume", f"cinder-real@{b}") for b in backends} | {
+        ("cinder-scheduler", "cinder-real"),
+        ("cinder-backup", "cinder-real"),
+    }
     return wanted <= up
 
 

@@ -12,7 +12,11 @@ so all services must share it.  Cinder was not written for that, and this module
   before reporting state;
 * volume services start before the scheduler so that the scheduler's start-up request for capabilities
   reaches them and volume creation works as soon as the API answers;
-* the database schema is synced here, which saves starting another Cinder process.
+* the database schema is synced here, which saves starting another Cinder process;
+* cinder-backup (posix driver: backups are files) runs here too. It starts before the scheduler and
+  reports its capabilities once its driver is initialised (the scheduler only picks backup hosts that
+  reported), and its connector is built without os-brick's privileged probes (no ``sudo`` here); the
+  file driver answers that connector with a ``local`` connection to the volume's file.
 
 Usage: ``python -m provisioner.testworld.real_cinder.main --ready-file F --config-file cinder.conf``.
 When everything listens, ``F`` receives ``{"port": <API port>, "pid": <pid>}``.  SIGTERM (or the parent
@@ -26,6 +30,7 @@ import json
 import os
 import signal
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -50,6 +55,49 @@ def _own_id_service_class() -> Any:
     return _OwnIdService
 
 
+def _local_connector_properties(my_ip: str) -> Any:
+    """cinder-backup's own connector without os-brick's probes.
+
+    os-brick's ``get_connector_properties`` asks every connector type for its properties, and some
+    (nvmeof) start a privsep daemon through ``sudo`` — absent here. cinder-backup only needs a connector
+    that names this host: the file driver answers it with a ``local`` connection to the volume's file.
+    """
+    import socket
+
+    def properties(multipath: bool = False, enforce_multipath: bool = False) -> dict[str, Any]:
+        return {
+            "platform": "x86_64",
+            "os_type": "linux",
+            "ip": my_ip,
+            "host": socket.gethostname(),
+            "multipath": False,
+            "enforce_multipath": False,
+            "initiator": "iqn.2024-01.io.netvol:cinder-backup",
+            "do_local_attach": True,
+        }
+
+    return properties
+
+
+def _publish_backup_capabilities(manager: Any, log: Any, timeout: float = 30.0) -> None:
+    """Wait (green) for the backup driver to initialise, then report it to the scheduler once.
+
+    cinder-backup initialises its driver in a looping call, so its start-up report says "not working";
+    the next periodic report is a minute away, and until then the scheduler knows no backup host.
+    """
+    import eventlet
+    from cinder import context
+
+    deadline = time.monotonic() + timeout
+    while not manager.is_working():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cinder-backup driver did not initialise")
+        eventlet.sleep(0.05)
+    manager.publish_service_capabilities(context.get_admin_context())
+    eventlet.sleep(0.2)  # let the fake transport deliver the report before we say "ready"
+    log.info("cinder-backup driver %s reported to the scheduler", manager.driver_name)
+
+
 def _run(config_args: list[str], ready_file: Path) -> int:
     import logging as python_logging
 
@@ -68,6 +116,9 @@ def _run(config_args: list[str], ready_file: Path) -> int:
     python_logging.captureWarnings(True)
     log = logging.getLogger("provisioner.testworld.real_cinder.main")
 
+    from cinder.volume import volume_utils
+
+    volume_utils.brick_get_connector_properties = _local_connector_properties(conf.my_ip)
     migration.db_sync()
     rpc.init(conf)
     coordination.COORDINATOR.start()
@@ -83,11 +134,18 @@ def _run(config_args: list[str], ready_file: Path) -> int:
         )
         volume.start()
         started.append(volume)
+    # cinder-backup (the launcher configures the posix driver: backups are files in a directory). Like the
+    # volume services it starts before the scheduler, whose start-up capability request it must answer:
+    # the scheduler picks backup hosts only from services that reported (else "Service not found").
+    backup = service_class.create(binary=constants.BACKUP_BINARY, coordination=True, service_name="backup")
+    backup.start()
+    started.append(backup)
     scheduler = service_class.create(binary=constants.SCHEDULER_BINARY)
     scheduler.start()
     started.append(scheduler)
     api = cinder_service.WSGIService("osapi_volume")
     api.start()
+    _publish_backup_capabilities(backup.manager, log)
 
     stopping: list[int] = []
 
