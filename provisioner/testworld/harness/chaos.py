@@ -48,6 +48,7 @@ from provisioner.telemetry import logs
 from provisioner.testworld import objects
 from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
 from provisioner.testworld.harness import chaos_metrics as cm
+from provisioner.testworld.harness.chaos_audit import AuditProbe
 from provisioner.testworld.kube_sim import KubeSimulator
 from provisioner.testworld.objects import emulator_cloud
 
@@ -246,8 +247,9 @@ def run(
     storm_seconds: float = 60.0,
     bad_type_claims: int = 3,
     bounds: cm.Bounds | None = None,
+    audit: bool = False,
 ) -> dict[str, Any]:
-    """Run the harness and return the summary."""
+    """Run the harness and return the summary (``audit``: plant leaks and audit throughout, chaos_audit)."""
     bounds = bounds or cm.Bounds()
     rng = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
     started = time.monotonic()
@@ -267,6 +269,10 @@ def run(
         claims = _bad_claims(kube, bad_type_claims)
         bad_uids = {c.uid for c in claims}
         h.keep_two()
+        probe = AuditProbe(sim, emu, out, cluster_id="chaos") if audit else None
+        if probe is not None:
+            probe.plant()
+            probe.start()
         created = deleted = 0
         active: dict[str, float] = {}  # claim name → creation time
         deleting: set[str] = set()
@@ -334,6 +340,7 @@ def run(
             time.sleep(0.02)
         # Quiesce: no more chaos; let the survivors finish and check nothing was left behind.
         emu.faults.clear()
+        audited = probe.finish() if probe is not None else {}
         silent = _silent(sim, kube)
         deadline = time.monotonic() + 60
         leaked_list = _our_volumes(emu, excluding=bad_uids)
@@ -394,6 +401,7 @@ def run(
         "worker_deaths": h.deaths.count,
         "cinder_calls": len(calls),
         **behaviour,
+        **audited,
     }
 
 
@@ -641,6 +649,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--bound-calls-per-second", type=int, default=None, help="any one claim (default: report only)"
     )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="plant leaks and audit throughout (chaos_audit): 0 false positives",
+    )
     args = parser.parse_args(argv)
     logs.configure("critical")
     bounds = cm.Bounds(
@@ -659,6 +672,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         storm_seconds=args.storm_seconds,
         bad_type_claims=args.bad_type_claims,
         bounds=bounds,
+        audit=args.audit,
     )
     print(json.dumps(summary))
     bounds_ok = summary["bounds_ok"] or args.bounds == "report"
@@ -668,7 +682,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _defects(summary: dict[str, Any]) -> int:
     keys: tuple[str, ...] = ("leaked", "duplicates", "lost", "silent", "stalled", "bad_claims_bound")
     keys += ("bad_claim_volumes", "leaked_snapshots", "snapshots_left")
-    return int(sum(summary[k] for k in keys) + summary["worker_deaths"])
+    audit = summary.get("audit_false_positives", 0) + summary.get("audit_planted_missed", 0)
+    return int(sum(summary[k] for k in keys) + summary["worker_deaths"] + audit)
 
 
 if __name__ == "__main__":
