@@ -101,6 +101,45 @@ def load_client_configuration(kubeconfig: str | None) -> Any:
     return config
 
 
+def load_kubectl_configuration(kubeconfig: str | None, *, env: Mapping[str, str] | None = None) -> Any:
+    """The client configuration found the way kubectl finds it, for commands people run by hand.
+
+    ``--kubeconfig`` first, then ``$KUBECONFIG`` (a ``:``-separated list, merged), then
+    ``~/.kube/config``, and the in-cluster service account only when none of those exists. Read afresh
+    on every call (the kubernetes package reads ``$KUBECONFIG`` once, at import). Raises ``ConfigError``
+    naming the source; the message never quotes the file (a kubeconfig holds tokens and keys).
+    """
+    import os
+
+    from provisioner.domain.errors import ConfigError
+
+    environ = os.environ if env is None else env
+    config = Configuration()
+    if kubeconfig is not None:
+        source, path = "--kubeconfig", kubeconfig
+    elif environ.get("KUBECONFIG"):
+        source, path = "$KUBECONFIG", environ["KUBECONFIG"]
+    elif os.path.exists(os.path.expanduser("~/.kube/config")):
+        source, path = "~/.kube/config", os.path.expanduser("~/.kube/config")
+    else:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException as e:
+            raise ConfigError(
+                "--kubeconfig",
+                "no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster",
+            ) from e
+        return config
+    missing = [p for p in path.split(os.pathsep) if p and not os.path.isfile(os.path.expanduser(p))]
+    if missing:
+        raise ConfigError(source, f"{missing[0]!r} is not a readable file")
+    try:
+        kubernetes.config.load_kube_config(config_file=path, client_configuration=config)
+    except Exception as e:  # the library's messages may quote the file: say only which kind of problem
+        raise ConfigError(source, f"cannot use {path!r}: {type(e).__name__}") from None
+    return config
+
+
 class KubeAdapter:
     """Raw-JSON access to the resources in ``RESOURCES``. Thread-safe (urllib3 pool)."""
 

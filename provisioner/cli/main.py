@@ -18,6 +18,9 @@ _SUBCOMMANDS = {
     "audit": "provisioner.cli.audit",
     "run": "provisioner.runtime.controller_main",
     "sandbox": "provisioner.cli.sandbox",
+    "snapshots": "provisioner.cli.snapshots",
+    "snapshot": "provisioner.cli.snapshot",
+    "restore": "provisioner.cli.restore",
 }
 
 
