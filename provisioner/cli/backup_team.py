@@ -13,6 +13,7 @@ Progress goes to stderr, results to stdout (``-o json`` stays parseable).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -33,8 +34,7 @@ from provisioner.ports import CinderPort
 
 Obj = dict[str, Any]
 
-#: The annotation a claim carries to be restored from a Cinder backup (served by the provision flow).
-ANN_RESTORE_FROM_BACKUP = names.PREFIX + "restore-from-backup"
+ANN_RESTORE_FROM_BACKUP = names.ANN_RESTORE_FROM_BACKUP
 SNAPSHOT_API = "snapshot.storage.k8s.io"
 DEFAULT_SNAPSHOT_CLASS = "snapshot.storage.kubernetes.io/is-default-class"
 DEFAULT_STORAGE_CLASS = "storageclass.kubernetes.io/is-default-class"
@@ -66,7 +66,11 @@ def add_connection_options(p: argparse.ArgumentParser, *, cinder: bool = True) -
         "--kubeconfig", default=None, help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, in-cluster)"
     )
     if cinder:
-        p.add_argument("--config", default=None, help="the provisioner's config file (clouds, cluster_id)")
+        p.add_argument(
+            "--config",
+            default=os.environ.get("CINDER_PROVISIONER_CONFIG"),
+            help="the provisioner's config file (clouds, cluster_id; default $CINDER_PROVISIONER_CONFIG)",
+        )
 
 
 @dataclass
