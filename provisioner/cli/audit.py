@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     logs.configure("warning" if config.log_level == "info" else config.log_level)
     try:
-        clouds = _clouds(config, args.cloud)
+        clouds = _clouds(config, args.cloud, args.concurrency)
         from provisioner.adapters.kube import KubeAdapter, load_client_configuration
 
         kube = KubeAdapter(
@@ -172,13 +172,14 @@ def _request_id() -> str | None:
     return last_response_headers().get("x-openstack-request-id")
 
 
-def _clouds(config: Any, wanted: list[str] | None) -> dict[str, Any]:
+def _clouds(config: Any, wanted: list[str] | None, concurrency: int) -> dict[str, Any]:
     from provisioner.adapters.cinder.client import make_cinder
 
     names = wanted or sorted(config.clouds)
     for name in names:
         config.cloud(name)  # ConfigError naming the unknown cloud and the known ones
-    return {name: make_cinder(config.clouds[name], max_in_flight=16) for name in names}
+    # The cap holds for every Cinder call of the audit: lists, re-checks and deletes.
+    return {name: make_cinder(config.clouds[name], max_in_flight=concurrency) for name in names}
 
 
 def audit_command(
