@@ -8,6 +8,7 @@ cases run the console script as a subprocess to prove the same from outside.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import structlog
 
 from provisioner.cli.main import main
 
@@ -46,6 +48,21 @@ class Answer:
     code: int
     out: str
     err: str
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A run that gets past its configuration points the logs at pytest's captured stderr; put them back.
+
+    Otherwise later tests (whose controller threads log) write to a closed stream and their threads die.
+    """
+    saved_structlog = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    yield
+    structlog.configure(**saved_structlog)
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
 
 
 @pytest.fixture
