@@ -147,6 +147,29 @@ def test_every_finding_kind_made_on_purpose(provisioned: World) -> None:
     snap = cinder.create_snapshot(
         healthy, name="snapshot-x", metadata={names.META_CLUSTER: "e2e"}, force=True
     )
+    # orphan-backup: a tagged backup no VolumeSnapshotContent references; a referenced one is fine
+    backup = cinder.create_backup(healthy, name="backup-x", metadata={names.META_CLUSTER: "e2e"}, force=True)
+    kept_backup = cinder.create_backup(
+        healthy,
+        name="backup-kept",
+        metadata={names.META_CLUSTER: "e2e", names.META_CONTENT_NAME: "pre-backup"},
+        force=True,
+    )
+    wait_for(lambda: cinder.get_backup(kept_backup.id).status == "available", 10, "backup available")
+    w.kube.create(
+        "volumesnapshotcontents",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotContent",
+            "metadata": {"name": "pre-backup"},
+            "spec": {
+                "driver": names.CSI_DRIVER_NAME,
+                "deletionPolicy": "Retain",
+                "source": {"snapshotHandle": kept_backup.id},
+                "volumeSnapshotRef": {"namespace": "default", "name": "pre-backup"},
+            },
+        },
+    )
     # missing-snapshot: a pre-provisioned content naming a snapshot that does not exist
     missing_handle = str(uuid.uuid4())
     w.kube.create(
@@ -177,6 +200,7 @@ def test_every_finding_kind_made_on_purpose(provisioned: World) -> None:
         (Kind.STUCK.value, stuck.id),
         (Kind.ORPHAN_VOLUME.value, stuck.id),
         (Kind.ORPHAN_SNAPSHOT.value, snap.id),
+        (Kind.ORPHAN_BACKUP.value, backup.id),
         (Kind.MISSING_SNAPSHOT.value, missing_handle),
     } == found(out)
     doc = json.loads(out)
