@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     ok = summary["bound"] == args.pvcs and summary["deleted"] == args.pvcs and summary["leaked_volumes"] == 0
     if args.keep:
         ok = summary["bound"] == args.pvcs
+    ok = ok and summary.get("snapshot_restore") == "ok"
     print(
         f"{'OK' if ok else 'FAILED'}: {summary['bound']}/{args.pvcs} bound, {summary['deleted']} deleted, "
         f"{summary['leaked_volumes']} leaked volumes in {summary['seconds']}s",
@@ -166,6 +167,7 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
     cinder = next(iter(replica.controller.ctx.clouds.values()))
     rows = _table(kube, cinder)
     _print_table(rows, out)
+    demo = _snapshot_and_restore(kube, cinder, claims[0], args.timeout, out) if bound else "no bound claim"
     if args.keep:
         print(
             f"\nkept running. kubectl --kubeconfig {kubeconfig} get pvc,pv   |   Cinder: {endpoint}", file=out
@@ -176,7 +178,9 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
-        return {"bound": bound, "deleted": 0, "leaked_volumes": 0}
+        return {"bound": bound, "deleted": 0, "leaked_volumes": 0, "snapshot_restore": demo}
+    if demo == "ok":
+        demo = _give_back_snapshot(kube, cinder, claims[0], args.timeout, out)
     for name in claims:
         kube.delete("persistentvolumeclaims", name, namespace="default")
     deleted = _wait(lambda: args.pvcs - _count_pvs(kube), args.pvcs, args.timeout, "deleted", out)
@@ -186,7 +190,119 @@ def _run(args: argparse.Namespace, workdir: Path, stack: ExitStack, out: TextIO)
         time.sleep(0.2)
         leaked = _count_volumes(cinder)
     print(f"cinder volumes left: {leaked}", file=out)
-    return {"bound": bound, "deleted": deleted, "leaked_volumes": leaked}
+    return {"bound": bound, "deleted": deleted, "leaked_volumes": leaked, "snapshot_restore": demo}
+
+
+SNAPSHOT_CLASS = "cinder-snapshots"
+
+
+def _until(cond: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return bool(cond())
+
+
+def _snapshot_and_restore(kube: Any, cinder: Any, claim: str, timeout: float, out: TextIO) -> str:
+    """VolumeSnapshot of ``claim`` (our controller cuts the Cinder snapshot) and a claim restored from it;
+    "ok", or what went wrong."""
+    from provisioner.domain.errors import KubeNotFound
+
+    kube.create(
+        "volumesnapshotclasses",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshotClass",
+            "metadata": {"name": SNAPSHOT_CLASS},
+            "driver": names.CSI_DRIVER_NAME,
+            "deletionPolicy": "Delete",
+        },
+    )
+    snap = f"{claim}-snap"
+    kube.create(
+        "volumesnapshots",
+        {
+            "apiVersion": "snapshot.storage.k8s.io/v1",
+            "kind": "VolumeSnapshot",
+            "metadata": {"name": snap, "namespace": "default"},
+            "spec": {
+                "volumeSnapshotClassName": SNAPSHOT_CLASS,
+                "source": {"persistentVolumeClaimName": claim},
+            },
+        },
+        namespace="default",
+    )
+
+    def status() -> dict[str, Any]:
+        try:
+            return dict(kube.get("volumesnapshots", snap, namespace="default").get("status") or {})
+        except KubeNotFound:
+            return {}
+
+    if not _until(lambda: status().get("readyToUse") is True or status().get("error"), timeout):
+        return f"VolumeSnapshot {snap} not ready after {timeout:g}s"
+    if not status().get("readyToUse"):
+        return f"VolumeSnapshot {snap}: {(status().get('error') or {}).get('message')}"
+    content = kube.get("volumesnapshotcontents", status()["boundVolumeSnapshotContentName"])
+    handle = (content.get("status") or {}).get("snapshotHandle")
+    print(
+        f"\nsnapshot: default/{snap} -> Cinder snapshot {handle} ({status().get('restoreSize')}), ready",
+        file=out,
+    )
+    from provisioner.testworld import objects
+
+    source = {"kind": "VolumeSnapshot", "name": snap, "apiGroup": "snapshot.storage.k8s.io"}
+    restored = f"{claim}-restored"
+    size = str(status().get("restoreSize") or "1Gi")
+    kube.create(
+        "persistentvolumeclaims",
+        objects.claim(restored, CLASSES[0]["name"], size=size, data_source=source),
+        namespace="default",
+    )
+
+    def phase() -> str:
+        return str(
+            (kube.get("persistentvolumeclaims", restored, namespace="default").get("status") or {}).get(
+                "phase"
+            )
+        )
+
+    if not _until(lambda: phase() == "Bound", timeout):
+        return f"claim {restored} not Bound after {timeout:g}s"
+    pvc = kube.get("persistentvolumeclaims", restored, namespace="default")
+    pv = kube.get("persistentvolumes", pvc["spec"]["volumeName"])
+    volume = cinder.get_volume(pv["metadata"]["annotations"][names.ANN_VOLUME_ID])
+    if volume.snapshot_id != handle:
+        return f"claim {restored} is volume {volume.id}, not restored from {handle}"
+    print(
+        f"restore:  default/{restored} -> Cinder volume {volume.id} from snapshot {handle}, Bound", file=out
+    )
+    return "ok"
+
+
+def _give_back_snapshot(kube: Any, cinder: Any, claim: str, timeout: float, out: TextIO) -> str:
+    """Delete the restored claim and the VolumeSnapshot; "ok" once the Cinder snapshot is gone."""
+    from provisioner.domain.errors import KubeNotFound
+
+    kube.delete("persistentvolumeclaims", f"{claim}-restored", namespace="default")
+    kube.delete("volumesnapshots", f"{claim}-snap", namespace="default")
+    tags = {names.META_CLUSTER: "sandbox"}
+    if not _until(lambda: not list(cinder.list_snapshots(metadata=tags)), timeout):
+        return "the Cinder snapshot was not deleted with its VolumeSnapshot"
+
+    def restored_gone() -> bool:
+        try:
+            kube.get("persistentvolumeclaims", f"{claim}-restored", namespace="default")
+        except KubeNotFound:
+            return True
+        return False
+
+    if not _until(restored_gone, timeout):
+        return "the restored claim was not deleted"
+    print("snapshot and restored claim deleted: Cinder snapshot gone", file=out)
+    return "ok"
 
 
 def _wait(count: Any, target: int, timeout: float, what: str, out: TextIO) -> int:

@@ -28,6 +28,7 @@ def test_sandbox_20_pvcs_json_summary() -> None:
         k: summary[k] for k in ("bound", "deleted", "leaked_volumes")
     }
     assert summary["seconds"] > 0
+    assert "ok" == summary["snapshot_restore"]  # a VolumeSnapshot cut by our controller, restored, given back
     assert "CINDER VOLUME" in result.stdout
 
 
@@ -54,7 +55,8 @@ def test_sandbox_keep_serves_a_kubeconfig_until_interrupted() -> None:
             pvcs, _ = kube.list("persistentvolumeclaims")
         finally:
             kube.close()
-        assert 3 == sum(1 for p in pvcs if p["status"]["phase"] == "Bound")
+        bound = {p["metadata"]["name"] for p in pvcs if p["status"]["phase"] == "Bound"}
+        assert {"data-000", "data-001", "data-002", "data-000-restored"} == bound  # + the snapshot restore
         proc.send_signal(signal.SIGINT)
         assert 0 == proc.wait(60)
     finally:

@@ -329,7 +329,7 @@ def controller_calls() -> set[tuple[str, str]]:
 
 def group_of(resource: str) -> str:
     """API group from the adapter's path prefix: ``/api/v1`` → core, ``/apis/<group>/<v>`` → group."""
-    prefix = RESOURCES[resource.split("/")[0]].prefix
+    prefix = RESOURCES[resource.split("/", maxsplit=1)[0]].prefix
     return "" if prefix == "/api/v1" else prefix.split("/")[2]
 
 

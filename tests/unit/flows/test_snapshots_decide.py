@@ -437,3 +437,29 @@ def test_parameters_refused_naming_the_field(raw: Any, field: str, message: str)
     with pytest.raises(InvalidInput) as e:
         parse_snapshot_parameters(raw)
     assert (field, message) == (e.value.field, e.value.message)
+
+
+# --- the example classes ---------------------------------------------------------------------------------
+
+
+def test_example_snapshot_classes_are_ours_parse_and_match_the_manifests() -> None:
+    """config/volumesnapshotclass-*.yaml: our driver, a valid policy, parameters the flow accepts; the
+    manifests/base/snapshotclasses copies are the same files."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[3]
+    found = {}
+    for path in sorted((root / "config").glob("volumesnapshotclass-*.yaml")):
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+        assert ("snapshot.storage.k8s.io/v1", "VolumeSnapshotClass", names.CSI_DRIVER_NAME) == (
+            obj["apiVersion"],
+            obj["kind"],
+            obj["driver"],
+        )
+        assert obj["deletionPolicy"] in ("Delete", "Retain")
+        found[obj["metadata"]["name"]] = parse_snapshot_parameters(obj.get("parameters")).kind
+        copy = root / "manifests" / "base" / "snapshotclasses" / path.name
+        assert path.read_text(encoding="utf-8") == copy.read_text(encoding="utf-8")
+    assert {"cinder-snapshots": "snapshot", "cinder-backups": "backup"} == found
