@@ -268,3 +268,36 @@ def test_offline_expand_waits_for_a_detached_volume(legacy_world: World) -> None
     assert pv is not None
     assert {"storage": "2Gi"} == pv["spec"]["capacity"]
     assert names.CSI_DRIVER_NAME == pv["spec"]["csi"]["driver"]
+
+
+def test_failed_extend_leaves_the_claim_consistent_and_says_why(world: World) -> None:
+    """Cinder answers 413 to the extend: Warning with Cinder's reason, Resizing gone, infeasible marked,
+    PV, claim capacity and volume at the old size; no second extend until the claim changes."""
+    world.start_replica()
+    expandable_class(world)
+    world.create_pvc("data", "grow", size="1Gi")
+    world.wait_bound("data")
+    world.emu.faults.fail_next(
+        "extend_volume", status=413, count=1, message="VolumeSizeExceedsAvailableQuota"
+    )
+    resize(world, "data", "5Gi")
+    wait_for(
+        lambda: (
+            (((world.pvc("data") or {}).get("status") or {}).get("allocatedResourceStatuses") or {}).get(
+                "storage"
+            )
+            == "ControllerResizeInfeasible"
+        ),
+        20,
+        "ControllerResizeInfeasible",
+    )
+    pvc, pv = world.pvc("data"), world.pv_of("data")
+    assert pvc is not None
+    assert pv is not None
+    assert [] == conditions(pvc)
+    assert {"storage": "1Gi"} == pvc["status"]["capacity"] == pv["spec"]["capacity"]
+    assert 1 == world.our_volumes()[0].size_gib
+    warning = next(m for t, r, m in events(world, "data") if t == "Warning" and r == "VolumeResizeFailed")
+    assert "VolumeSizeExceedsAvailableQuota" in warning
+    assert "stays at 1 GiB" in warning
+    assert 1 == cinder_calls(world, "extend_volume")
