@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from keystoneauth1 import loading
 
-from provisioner.config.documents import DocumentError, load_yaml, read_text
+from provisioner.config.documents import DocumentError, load_yaml, read_text, shown_key
 from provisioner.domain.errors import ConfigError
 from provisioner.domain.numbers import finite_float
 
@@ -124,7 +124,7 @@ def _check_auth(auth_type: str, auth: Mapping[str, str], prefix: str) -> None:
     known = {o.dest for o in options} | {d.dest for o in options for d in o.deprecated}
     for key in auth:
         if key not in known:
-            raise ConfigError(f"{prefix}.auth.{key}", f"not an option of auth_type {auth_type}")
+            raise ConfigError(f"{prefix}.auth.{shown_key(key)}", f"not an option of auth_type {auth_type}")
     for o in options:
         if o.required and not auth.get(o.dest):
             raise ConfigError(f"{prefix}.auth.{o.dest}", f"required for auth_type {auth_type}")
@@ -167,7 +167,7 @@ def _as_str_map(value: object, field_name: str, *, secret: frozenset[str] = froz
         raise ConfigError(field_name, f"must be a mapping, not {_kind(value)}")
     out: dict[str, str] = {}
     for k, v in value.items():
-        key = f"{field_name}.{k}"
+        key = f"{field_name}.{shown_key(k)}"
         if v is None:
             continue
         if isinstance(v, float) or (isinstance(v, int) and not isinstance(v, bool) and str(k) in secret):
@@ -280,7 +280,7 @@ def cloud_from_entry(name: str, entry: Mapping[str, Any], *, prefix: str, strict
     if strict:
         for key in entry:
             if key not in _CLOUD_KEYS:
-                raise ConfigError(f"{prefix}.{key}", "unknown setting")
+                raise ConfigError(f"{prefix}.{shown_key(key)}", "unknown setting")
     raw_auth = entry.get("auth")
     raw_type = entry.get("auth_type")
     if raw_type is None:

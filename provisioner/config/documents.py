@@ -31,6 +31,17 @@ class DocumentError(ValueError):
     """A file could not be read or parsed; ``str()`` is one line without the file's content."""
 
 
+def shown_key(key: object) -> str:
+    """A mapping key as it may appear in a field name: plain if it is short printable text, else quoted.
+
+    Keys come from the file, so a key holding a newline must not split the one-line error in two.
+    """
+    text = str(key)
+    if text and len(text) <= 64 and text.isprintable() and not any(c.isspace() for c in text):
+        return text
+    return ascii(text if len(text) <= 40 else text[:37] + "...")
+
+
 def read_text(path: Path | str, *, max_bytes: int = MAX_BYTES) -> str:
     """The file's text: at most ``max_bytes`` bytes, strict UTF-8; ``DocumentError`` otherwise."""
     try:

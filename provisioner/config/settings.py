@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.config.auth import CloudConfig, cloud_from_env, parse_cloud
-from provisioner.config.documents import load_file
+from provisioner.config.documents import load_file, shown_key
 from provisioner.domain import names
 from provisioner.domain.errors import ConfigError
 from provisioner.domain.model import Connector
@@ -275,7 +275,7 @@ def _section(data: Mapping[str, Any], key: str, allowed: set[str]) -> dict[str, 
         raise ConfigError(key, f"must be a mapping, not {_kind(raw)}")
     for k in raw:
         if k not in allowed:
-            raise ConfigError(f"{key}.{k}", "unknown setting")
+            raise ConfigError(f"{key}.{shown_key(k)}", "unknown setting")
     return dict(raw)
 
 
@@ -301,7 +301,7 @@ _TOP_KEYS = set(ProvisionerConfig.__dataclass_fields__)
 def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | None) -> ProvisionerConfig:
     for key in data:
         if key not in _TOP_KEYS:
-            raise ConfigError(str(key), "unknown setting")
+            raise ConfigError(shown_key(key), "unknown setting")
     cluster_id = _str(data, "cluster_id", None)
     if not _CLUSTER_ID.match(cluster_id):
         raise ConfigError("cluster_id", "1-63 characters: letters, digits, '.', '_', '-'")
@@ -412,6 +412,10 @@ def _clouds(
     clouds: dict[str, CloudConfig] = {}
     for name, entry in raw.items():
         if not isinstance(name, str) or not name:
-            raise ConfigError("clouds", f"cloud names must be non-empty strings, not {name!r}")
+            raise ConfigError("clouds", f"cloud names must be non-empty strings, not {shown_key(name)}")
+        if shown_key(name) != name:
+            raise ConfigError(
+                "clouds", f"cloud name {shown_key(name)} must be printable, without spaces, ≤ 64 characters"
+            )
         clouds[name] = parse_cloud(name, entry, env=env, base_dir=base_dir)
     return clouds

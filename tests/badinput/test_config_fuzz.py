@@ -243,3 +243,24 @@ def test_number_settings_refuse_nan_and_infinity(path: tuple[str, ...], value: A
     outcome = attempt(lambda: ProvisionerConfig.from_mapping(_with(path, value), env={}), ConfigError)
     assert isinstance(outcome, ConfigError)
     assert ".".join(path) == outcome.field
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {**BASE, "leader_election": {"\n": None}},
+        {**BASE, "bad\nkey": 1},
+        {"cluster_id": "c", "clouds": {"a\nb": PASSWORD_CLOUD}},
+        {"cluster_id": "c", "clouds": {"main": {**PASSWORD_CLOUD, "x\ny": 1}}},
+        {
+            "cluster_id": "c",
+            "clouds": {"main": {**PASSWORD_CLOUD, "auth": {**PASSWORD_CLOUD["auth"], "k\rv": "1"}}},
+        },
+    ],
+    ids=["section-key", "top-key", "cloud-name", "cloud-key", "auth-key"],
+)
+def test_keys_with_newlines_stay_on_one_line(data: dict[str, Any]) -> None:
+    """A key holding a newline is quoted in the field name: the refusal stays one line (found by the fuzz)."""
+    with pytest.raises(ConfigError) as info:
+        ProvisionerConfig.from_mapping(data, env={})
+    assert (False, False) == ("\n" in str(info.value), "\r" in str(info.value))
