@@ -188,3 +188,16 @@ def test_claim_flow_runs_expansion_only_for_bound_claims() -> None:
     outcome = reconcile_claim_and_size(w.ctx, KEY)
     assert "requeue" == outcome.kind
     assert ["get_volume", "extend_volume"] == w.cinder.methods_called()
+
+
+def test_the_flow_passes_the_chaos_crash_points_in_order() -> None:
+    """before_cinder_extend, after_cinder_extend, then after_pv_resize: the points the chaos harness arms."""
+    from provisioner.testworld.harness.chaos import EXPAND_CRASH_POINTS
+
+    w = world()
+    passed: list[str] = []
+    ctx = replace(w.ctx, checkpoint=passed.append)
+    first = reconcile_expansion(ctx, KEY)
+    w.clock.advance(first.delay)
+    reconcile_expansion(ctx, KEY)
+    assert list(EXPAND_CRASH_POINTS) == passed
