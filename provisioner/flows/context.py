@@ -55,9 +55,7 @@ class Hint:
 class Hints:
     """uid → Hint, thread-safe. Entries are dropped when a flow completes."""
 
-    def __init__(
-        self, *, remember_released: int = 4096, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, *, remember_released: int = 4096, clock: Callable[[], float] = time.monotonic) -> None:
         """``clock``: the context's monotonic clock (a new hint's ``started``)."""
         self._clock = clock
         self._d: dict[str, Hint] = {}
