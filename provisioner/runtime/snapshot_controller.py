@@ -25,7 +25,8 @@ import structlog
 from provisioner.domain import names
 from provisioner.domain.outcome import Outcome, SimulatedCrash
 from provisioner.flows.context import Context, Obj
-from provisioner.flows.snapshots import SnapshotContext, reconcile_content
+from provisioner.flows.snapshot_execute import reconcile_content
+from provisioner.flows.snapshots import SnapshotContext
 from provisioner.ports import ListWatcher
 from provisioner.runtime.informer import Informer
 from provisioner.runtime.workqueue import ShutDownError, WorkQueue

@@ -13,6 +13,7 @@ from provisioner.domain import names
 from provisioner.domain.errors import CinderRateLimited, CinderUnavailable, InvalidInput
 from provisioner.domain.model import Volume, VolumeId
 from provisioner.flows.giveback import Backoff, Done, Fail, HoldCloud, Wait
+from provisioner.flows.snapshot_execute import content_facts
 from provisioner.flows.snapshot_params import SnapshotParams, parse_snapshot_parameters
 from provisioner.flows.snapshots import (
     ANN_BEING_DELETED,
@@ -29,7 +30,6 @@ from provisioner.flows.snapshots import (
     Persist,
     Poll,
     Release,
-    content_facts,
     decide,
 )
 

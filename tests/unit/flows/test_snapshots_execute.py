@@ -8,12 +8,8 @@ from typing import Any
 from provisioner.domain import names
 from provisioner.domain.errors import CinderConflict, CinderUnavailable
 from provisioner.domain.model import VolumeId
-from provisioner.flows.snapshots import (
-    ANN_BEING_DELETED,
-    DEPENDENTS_RETRY_SECONDS,
-    SnapshotContext,
-    reconcile_content,
-)
+from provisioner.flows.snapshot_execute import reconcile_content
+from provisioner.flows.snapshots import ANN_BEING_DELETED, DEPENDENTS_RETRY_SECONDS, SnapshotContext
 from tests.fakes.ports import FakeCache, FakeCinder, FakeKube, World, make_context
 
 COMMON = "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection"
