@@ -37,6 +37,9 @@ def test_grow_first_requests_growth_then_lets_the_claim_go_once_the_pv_has_it() 
         kube.patch("persistentvolumes", "pv-c", {"spec": {"capacity": {"storage": chaos.GROW_TO}}})
         assert not chaos._grow_first(sim, kube, live, rng=Always(), growing=growing, stats=stats)
         assert {"grown": 1, "grown_done": 1} == stats
+        # asked again while its deletion is under way: still not deleted-blocked, and counted once
+        assert not chaos._grow_first(sim, kube, live, rng=Always(), growing=growing, stats=stats)
+        assert {"grown": 1, "grown_done": 1} == stats
         kube.close()
 
 

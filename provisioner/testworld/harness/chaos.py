@@ -475,6 +475,8 @@ def _grow_first(
         growing[name] = now
         stats["grown"] = stats.get("grown", 0) + 1
         return True
+    if growing[name] == float("-inf"):
+        return False  # already counted; its deletion is under way
     pv = sim.get("persistentvolumes", "", pvc["spec"].get("volumeName", ""))
     if ((pv or {}).get("spec") or {}).get("capacity", {}).get("storage") == GROW_TO:
         stats["grown_done"] = stats.get("grown_done", 0) + 1
