@@ -118,6 +118,12 @@ class ProvisionerConfig:
     delete_deadline_seconds: float = 600.0
     #: Volumes that went to ``error`` are deleted and re-created at most this many times.
     max_error_retries: int = 3
+    #: A claim that failed for good (a typo'd volume type, a bad restore id) is retried this often.
+    final_retry_seconds: float = 300.0
+    #: A worker inside one reconcile step for longer makes ``/healthz`` fail (the kubelet restarts us).
+    stuck_worker_seconds: float = 300.0
+    #: A new leader whose caches have not synced by then releases the lease and exits 1.
+    cache_sync_deadline_seconds: float = 300.0
     #: The leader's periodic audit (docs/audit.md): seconds between runs; 0 turns it off.
     audit_interval_seconds: float = 3600.0
     #: The periodic audit calls a transitional Cinder status older than this ``stuck``.
@@ -383,6 +389,9 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
         create_deadline_seconds=_float(data, "create_deadline_seconds", 600.0, lo=1.0, hi=7 * 86_400.0),
         delete_deadline_seconds=_float(data, "delete_deadline_seconds", 600.0, lo=1.0, hi=7 * 86_400.0),
         max_error_retries=_int(data, "max_error_retries", 3, lo=0, hi=100),
+        final_retry_seconds=_float(data, "final_retry_seconds", 300.0, lo=1.0, hi=86_400.0),
+        stuck_worker_seconds=_float(data, "stuck_worker_seconds", 300.0, lo=10.0, hi=86_400.0),
+        cache_sync_deadline_seconds=_float(data, "cache_sync_deadline_seconds", 300.0, lo=10.0, hi=86_400.0),
         audit_interval_seconds=_audit_interval(data),
         audit_stuck_after_seconds=_float(data, "audit_stuck_after_seconds", 3600.0, lo=1.0, hi=30 * 86_400.0),
         leader_election=leader,

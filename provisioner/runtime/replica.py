@@ -49,19 +49,23 @@ class Replica:
         resync_seconds: float = 600.0,
         watch_timeout_seconds: int = 300,
         checkpoint: Callable[[str], None] | None = None,
-        stuck_after_seconds: float = 300.0,
+        stuck_after_seconds: float | None = None,
         sync_timeout_seconds: float = 60.0,
-        sync_deadline_seconds: float = 300.0,
+        sync_deadline_seconds: float | None = None,
         clock: Clock | None = None,
         **settings_overrides: float,
     ) -> None:
-        """``stuck_after_seconds``: a worker inside one step for longer fails ``/healthz``;
+        """``stuck_after_seconds``: a worker inside one step for longer fails ``/healthz`` (default: the
+        configuration's ``stuck_worker_seconds``);
         ``sync_timeout_seconds``: how often a leader still waiting for its caches logs it;
         ``sync_deadline_seconds``: a leader whose caches have not synced by then gives the lease up and
-        stops with exit code 1 (a standby with synced caches takes over; the kubelet restarts this pod)."""
+        stops with exit code 1 (a standby with synced caches takes over; the kubelet restarts this pod);
+        default: the configuration's ``cache_sync_deadline_seconds``."""
         self.config = config
         self._sync_timeout = sync_timeout_seconds
-        self._sync_deadline = sync_deadline_seconds
+        self._sync_deadline = (
+            config.cache_sync_deadline_seconds if sync_deadline_seconds is None else sync_deadline_seconds
+        )
         self.identity = identity or f"{os.environ.get('POD_NAME', os.uname().nodename)}_{os.getpid()}"
         self.metrics = metrics or make_metrics()
         self.kube = KubeAdapter(client_configuration, qps=config.kube_qps, burst=config.kube_burst)
@@ -98,7 +102,9 @@ class Replica:
             resync_seconds=resync_seconds,
             watch_timeout_seconds=watch_timeout_seconds,
             checkpoint=checkpoint or (lambda point: None),
-            stuck_after_seconds=stuck_after_seconds,
+            stuck_after_seconds=(
+                config.stuck_worker_seconds if stuck_after_seconds is None else stuck_after_seconds
+            ),
             clock=clock,
             **settings_overrides,
         )

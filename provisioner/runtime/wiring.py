@@ -48,7 +48,7 @@ def settings_from(config: ProvisionerConfig, *, identity: str = "", **overrides:
         delete_deadline_seconds=config.delete_deadline_seconds,
         max_error_retries=config.max_error_retries,
         identity=identity,
-        **overrides,
+        **{"final_retry_seconds": config.final_retry_seconds, **overrides},
     )
 
 

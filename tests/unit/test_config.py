@@ -327,3 +327,26 @@ def test_example_config_files_load() -> None:
     root = Path(__file__).resolve().parents[2]
     c = load_config(str(root / "config" / "provisioner.yaml"), env={})
     assert isinstance(c.cloud(None), CloudConfig)
+
+
+def test_retry_liveness_and_sync_settings_reach_the_replica() -> None:
+    """final_retry_seconds, stuck_worker_seconds and cache_sync_deadline_seconds are read, bounded, wired."""
+    from provisioner.runtime.wiring import settings_from
+
+    config = ProvisionerConfig.from_mapping(
+        minimal(final_retry_seconds=42, stuck_worker_seconds=77, cache_sync_deadline_seconds=99), env={}
+    )
+    assert (42.0, 77.0, 99.0) == (
+        config.final_retry_seconds,
+        config.stuck_worker_seconds,
+        config.cache_sync_deadline_seconds,
+    )
+    assert 42.0 == settings_from(config).final_retry_seconds
+    assert 5.0 == settings_from(config, final_retry_seconds=5.0).final_retry_seconds  # an override wins
+    assert 300.0 == ProvisionerConfig.from_mapping(minimal(), env={}).final_retry_seconds
+    for key, bad in (
+        ("final_retry_seconds", 0),
+        ("stuck_worker_seconds", 1),
+        ("cache_sync_deadline_seconds", "x"),
+    ):
+        assert key == error_field(minimal(**{key: bad}))
