@@ -301,6 +301,9 @@ DESIGN_GRANTS = {
 }
 #: Modules that are not the deployed controller: the sandbox plays the user (creates claims and classes).
 NOT_THE_CONTROLLER = ("testworld", "sandbox.py")
+#: Commands people run with their own kubeconfig (the backup team's, the admin's audit): not the controller's
+#: service account, so not its RBAC.
+USER_COMMANDS = ("cli/snapshot.py", "cli/snapshots.py", "cli/restore.py", "cli/backup_team.py", "cli/audit.py")
 
 
 def controller_calls() -> set[tuple[str, str]]:
@@ -308,6 +311,8 @@ def controller_calls() -> set[tuple[str, str]]:
     calls: set[tuple[str, str]] = set()
     for path in (ROOT / "provisioner").rglob("*.py"):
         if any(part in path.parts or path.name == part for part in NOT_THE_CONTROLLER):
+            continue
+        if path.relative_to(ROOT / "provisioner").as_posix() in USER_COMMANDS:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
