@@ -1,250 +1,270 @@
-"""Controller benchmark: a PVC burst against a Cinder with a known cost, and the cache's memory.
+"""The benchmark of issue 13: ``cinder-provisioner run`` measured the way users run it.
 
-Throughput: N claims are created at once; Cinder's create call takes T seconds and the controller may
-have C Cinder calls in flight, so no provisioner can bind them faster than the physical bound N·T/C.
-We report efficiency = bound / measured wall time (target ≥ 0.87), the controller's own CPU time per
-claim (target ≤ 2 ms; the test world runs in a separate process so it is not counted), and the memory
-the informer cache keeps per object (target ≤ 10 KiB) measured with tracemalloc over 10,000 PVs.
-Prints one JSON line last.
+Every part starts the provisioner as a **process** (the console script, a config file, a kubeconfig)
+against the test world served from **another process** (``world_server``), and measures that process:
+wall time from its start, CPU (user + system) and peak RSS (``/proc/<pid>``, ``wait4``), Kubernetes
+requests and Cinder calls per claim by verb (the simulators' request logs). Parts:
+
+- **P1** burst: N claims, Cinder create T s, C in flight; tuned limits and the shipped defaults; the delete
+  burst after each (``bench_burst``).
+- **P2** scale: N bound PV + claim pairs before start: resident bytes per object, start → ``/readyz``.
+- **P3** failover: two processes, the leader SIGKILLed mid-burst: kill → the standby's first PV, at the
+  default and at tuned lease timings (``bench_scale``).
+- **P4** node agent: per-stage overhead above the fake tools' own time; udev-hang recovery beyond the
+  trigger delay (``bench_node``).
+- **P5** real Cinder: not built yet, always null.
+
+Prints a table (measure, value, target, physical bound / notes), then ONE JSON line with exactly the
+issue's keys (null for a part not run). Exit 0 whatever the numbers; 1 only when the benchmark itself
+broke (a claim never bound, a process died) so ``.ci/run`` can run a small version that cannot rot.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import subprocess
 import sys
 import time
-import tracemalloc
+from collections.abc import Sequence
 from typing import Any
 
-from kubernetes.client import Configuration
+from provisioner.testworld.harness import bench_stats as st
+from provisioner.testworld.harness.bench_burst import BenchError, BurstSpec, run_burst
+from provisioner.testworld.harness.bench_process import Limits
+from provisioner.testworld.harness.bench_scale import run_failover, run_scale
 
-from provisioner.adapters.cinder.client import make_cinder
-from provisioner.adapters.kube import KubeAdapter
-from provisioner.config.settings import ProvisionerConfig
-from provisioner.domain import names
-from provisioner.runtime.controller import trim_pv, trim_pvc
-from provisioner.runtime.informer import Informer
-from provisioner.runtime.replica import Replica
-from provisioner.telemetry import logs
-from provisioner.telemetry.metrics import make_metrics
-from provisioner.testworld import objects
-from provisioner.testworld.objects import emulator_cloud
+ALL_PARTS = ("p1", "p2", "p3", "p4", "p5")
 
 
-def _cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def burst(n: int, latency: float, in_flight: int, workers: int) -> dict[str, Any]:
-    """Provision ``n`` claims at once; return timing and CPU figures."""
-    world = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "provisioner.testworld.harness.world_server",
-            "--create-latency",
-            str(latency),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m provisioner.testworld.harness.bench",
+        description=__doc__.splitlines()[0] if __doc__ else None,
     )
-    try:
-        assert world.stdout is not None
-        ep = json.loads(world.stdout.readline())
-        cfg = Configuration(host=ep["kube"])
-        config = ProvisionerConfig.from_mapping(
-            {
-                "cluster_id": "bench",
-                "clouds": {
-                    "default": emulator_cloud(
-                        ep["keystone"], ep["username"], ep["password"], ep["project_id"]
-                    )
-                },
-                "default_cloud": "default",
-                "namespace": "kube-system",
-                "secret_namespace": "kube-system",
-                "workers": workers,
-                "cinder_max_in_flight": in_flight,
-                "kube_qps": 2000,
-                "kube_burst": 2000,
-            }
+    p.add_argument(
+        "--parts", default="p1,p2,p3,p4", help="comma-separated parts to run (p5: not built, null)"
+    )
+    p.add_argument("--pvcs", type=int, default=1000, help="P1 burst size N")
+    p.add_argument("--latency", type=float, default=0.5, help="Cinder create (and delete) time T, seconds")
+    p.add_argument("--in-flight", type=int, default=32, help="tuned cinder_max_in_flight C")
+    p.add_argument("--workers", type=int, default=64, help="tuned workers")
+    p.add_argument("--kube-qps", type=float, default=2000.0, help="tuned kube_qps (and kube_burst)")
+    p.add_argument("--defaults-pvcs", type=int, default=None, help="N of the shipped-defaults burst (P1)")
+    p.add_argument("--no-defaults", action="store_true", help="skip the shipped-defaults burst")
+    p.add_argument("--no-delete", action="store_true", help="skip the delete bursts")
+    p.add_argument("--scale-pairs", type=int, default=10_000, help="P2: bound PV + claim pairs")
+    p.add_argument("--failover-pvcs", type=int, default=200, help="P3 burst size")
+    p.add_argument("--failover-kill-at", type=float, default=0.25, help="P3: kill when this share is Bound")
+    p.add_argument(
+        "--tuned-lease", default="3,2,0.5", help="P3 tuned lease_duration,renew_deadline,retry_period (s)"
+    )
+    p.add_argument("--no-default-failover", action="store_true", help="P3: only the tuned lease timings")
+    p.add_argument("--node-repeats", type=int, default=5, help="P4: stages per measurement")
+    p.add_argument("--log-level", default="info", help="the provisioner's log_level (users run info)")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds any one wait may take")
+    p.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    p.add_argument("--details", default=None, help="also write every part's full figures (JSON) here")
+    return p
+
+
+def _lease(text: str) -> Limits:
+    duration, renew, retry = (float(x) for x in text.split(","))
+    return Limits(lease_duration=duration, renew_deadline=renew, retry_period=retry)
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the selected parts; every part's full figures by part name."""
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    unknown = parts - set(ALL_PARTS)
+    if unknown:
+        raise SystemExit(f"unknown part(s): {', '.join(sorted(unknown))}")
+    tuned = Limits(
+        workers=args.workers,
+        cinder_max_in_flight=args.in_flight,
+        kube_qps=args.kube_qps,
+        kube_burst=max(int(args.kube_qps), 1),
+    )
+    out: dict[str, Any] = {}
+    common = {"delete": not args.no_delete, "log_level": args.log_level, "timeout_s": args.timeout}
+    if "p1" in parts:
+        out["p1"] = run_burst(BurstSpec(n=args.pvcs, latency_s=args.latency, limits=tuned, **common))
+        if not args.no_defaults:
+            n = args.defaults_pvcs or args.pvcs
+            out["p1_defaults"] = run_burst(BurstSpec(n=n, latency_s=args.latency, limits=Limits(), **common))
+    if "p2" in parts:
+        out["p2"] = run_scale(
+            args.scale_pairs, limits=Limits(), timeout_s=args.timeout, log_level=args.log_level
         )
-        kube = KubeAdapter(Configuration(host=ep["kube"]), qps=5000, burst=5000)
-        kube.create("storageclasses", objects.storage_class("bench", {"type": "rbd"}))
-        # The burst: every claim exists (and is marked for us) before the controller starts.
-        for i in range(n):
-            kube.create("persistentvolumeclaims", objects.claim(f"b{i:05d}", "bench"), namespace="default")
-        time.sleep(1.0)  # let the simulated PV controller add its handshake annotations
-        metrics = make_metrics()
-        creates: list[tuple[float, float]] = []  # (start, end) of every create call
-
-        def observe(operation: str, status: str, seconds: float) -> None:
-            metrics.observe_cinder(operation, status, seconds)
-            if operation == "create_volume":
-                now = time.monotonic()
-                creates.append((now - seconds, now))
-
-        cinder = make_cinder(config.cloud(None), max_in_flight=in_flight, observer=observe)
-        replica = Replica(
-            config,
-            client_configuration=cfg,
-            identity="bench",
-            clouds={"default": cinder},
-            metrics=metrics,
-            poll_initial_seconds=0.05,
-            poll_max_seconds=0.5,
-        )
-        cpu0, t0 = _cpu(), time.monotonic()
-        replica.start()
-        pvs = replica.controller.pvs
-        while len(pvs) < n:
-            time.sleep(0.02)
-        wall = time.monotonic() - t0
-        cpu = _cpu() - cpu0
-        calls = _cinder_calls(replica)
-        kube_calls = dict(replica.kube.requests_by_method)
-        replica.terminate()
-        kube.close()
-    finally:
-        if world.stdin:
-            world.stdin.close()
-        world.wait(30)
-    bound = n * latency / in_flight
-    return {
-        "n": n,
-        "latency_s": latency,
-        "in_flight": in_flight,
-        "workers": workers,
-        "bound_s": round(bound, 2),
-        "wall_s": round(wall, 2),
-        "efficiency": round(bound / wall, 3),
-        # where the time went: until the first create started, the create phase, after the last create
-        "first_create_s": round(min(s for s, _ in creates) - t0, 2) if creates else None,
-        "create_phase_s": round(max(e for _, e in creates) - min(s for s, _ in creates), 2)
-        if creates
-        else None,
-        "after_last_create_s": round(t0 + wall - max(e for _, e in creates), 2) if creates else None,
-        "controller_cpu_ms_per_pvc": round(cpu * 1000 / n, 3),
-        "cinder_calls_per_pvc": {k: round(v / n, 2) for k, v in sorted(calls.items())},
-        "kube_requests_per_pvc": {k: round(v / n, 2) for k, v in sorted(kube_calls.items())},
-    }
-
-
-def _cinder_calls(replica: Replica) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for metric in replica.metrics.cinder_request_seconds.collect():
-        for sample in metric.samples:
-            if sample.name.endswith("_count"):
-                op = sample.labels["operation"]
-                out[op] = out.get(op, 0.0) + sample.value
-    return out
-
-
-def cache_memory(count: int = 10_000) -> dict[str, Any]:
-    """Bytes retained per cached PV / PVC in an informer fed realistic objects (with managedFields)."""
-
-    def pv(i: int) -> dict[str, Any]:
-        return {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {
-                "name": f"pvc-{i:08d}-aaaa-bbbb-cccc-dddddddddddd",
-                "uid": f"{i:08d}-1111-2222-3333-444444444444",
-                "resourceVersion": str(i),
-                "creationTimestamp": "2026-11-28T12:00:00Z",
-                "annotations": {
-                    names.ANN_PROVISIONED_BY: names.DEFAULT_PROVISIONER_NAME,
-                    names.ANN_VOLUME_ID: f"{i:08d}-5555-6666-7777-888888888888",
-                    names.ANN_ATTACHMENT_ID: f"{i:08d}-9999-aaaa-bbbb-cccccccccccc",
-                    names.ANN_EXPORT_MODE: "attachment",
-                    names.ANN_CLOUD: "default",
-                },
-                "finalizers": ["kubernetes.io/pv-protection", names.PV_VOLUME_FINALIZER],
-                "managedFields": [
-                    {
-                        "manager": "kube-controller-manager",
-                        "operation": "Update",
-                        "apiVersion": "v1",
-                        "fieldsType": "FieldsV1",
-                        "fieldsV1": {"f:status": {"f:phase": {}}},
-                    }
-                ]
-                * 3,
-            },
-            "spec": {
-                "capacity": {"storage": "10Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "claimRef": {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "namespace": "team-a",
-                    "name": f"data-{i}",
-                    "uid": f"{i:08d}-1111-2222-3333-444444444444",
-                },
-                "persistentVolumeReclaimPolicy": "Delete",
-                "storageClassName": "cinder-rbd",
-                "volumeMode": "Filesystem",
-                "csi": {
-                    "driver": names.CSI_DRIVER_NAME,
-                    "volumeHandle": f"{i:08d}-5555-6666-7777-888888888888",
-                    "fsType": "ext4",
-                    "volumeAttributes": {
-                        "type": "rbd",
-                        "pool": "volumes",
-                        "image": f"volume-{i:08d}",
-                        "monitors": "10.0.0.1:6789,10.0.0.2:6789,10.0.0.3:6789",
-                        "user": "cinder",
-                        "contentSource": "empty",
-                        "growFs": "false",
-                    },
-                },
-            },
-            "status": {"phase": "Bound"},
+    if "p3" in parts:
+        failover = {
+            "kill_at_fraction": args.failover_kill_at,
+            "timeout_s": args.timeout,
+            "log_level": args.log_level,
         }
+        out["p3_tuned"] = run_failover(
+            args.failover_pvcs, args.latency, limits=_tuned_lease(tuned, args.tuned_lease), **failover
+        )
+        if not args.no_default_failover:
+            out["p3"] = run_failover(args.failover_pvcs, args.latency, limits=tuned, **failover)
+    if "p4" in parts:
+        from provisioner.testworld.harness.bench_node import run_node
 
-    class Source:
-        def __init__(self, items: list[dict[str, Any]]) -> None:
-            self.items = items
-
-        def list(self, resource: str) -> tuple[list[dict[str, Any]], str]:
-            items, self.items = self.items, []
-            return items, "1"
-
-        def watch(self, resource: str, **kw: Any) -> Any:
-            raise SystemExit  # never reached: we only relist
-
-    out = {}
-    for kind, trimmer in (("pv", trim_pv), ("pvc", trim_pvc)):
-        items = [pv(i) for i in range(count)]
-        tracemalloc.start()
-        before = tracemalloc.take_snapshot()
-        inf = Informer("x", Source(items), trimmer=trimmer)
-        inf._relist()
-        del items
-        after = tracemalloc.take_snapshot()
-        tracemalloc.stop()
-        retained = sum(s.size_diff for s in after.compare_to(before, "filename"))
-        out[f"{kind}_cache_bytes_per_object"] = round(retained / len(inf))
+        out["p4"] = run_node(repeats=args.node_repeats)
+    if "p5" in parts:
+        # Not built yet: P5 (100 claims end to end vs direct Cinder calls on real Cinder) reports null.
+        print("bench: p5 (real Cinder) is not implemented yet; reporting null", file=sys.stderr)
     return out
 
 
-def main() -> int:
-    """CLI: ``python -m provisioner.testworld.harness.bench [--pvcs N] [--latency T] [--in-flight C]``."""
-    p = argparse.ArgumentParser()
-    p.add_argument("--pvcs", type=int, default=1000)
-    p.add_argument("--latency", type=float, default=0.5)
-    p.add_argument("--in-flight", type=int, default=32)
-    p.add_argument("--workers", type=int, default=64)
-    args = p.parse_args()
-    logs.configure("critical")
-    result = burst(args.pvcs, args.latency, args.in_flight, args.workers)
-    result.update(cache_memory())
-    print(json.dumps(result))
+def _tuned_lease(tuned: Limits, text: str) -> Limits:
+    lease = _lease(text)
+    return Limits(
+        workers=tuned.workers,
+        cinder_max_in_flight=tuned.cinder_max_in_flight,
+        kube_qps=tuned.kube_qps,
+        kube_burst=tuned.kube_burst,
+        lease_duration=lease.lease_duration,
+        renew_deadline=lease.renew_deadline,
+        retry_period=lease.retry_period,
+    )
+
+
+def summary(results: dict[str, Any]) -> dict[str, float | None]:
+    """The issue's JSON keys from the parts' figures (null for a part not run)."""
+    p1, p1d, p2 = results.get("p1"), results.get("p1_defaults"), results.get("p2")
+    p3, p3t, p4, p5 = results.get("p3"), results.get("p3_tuned"), results.get("p4"), results.get("p5")
+    values: dict[str, float | None] = {
+        "p1_efficiency": p1["efficiency"] if p1 else None,
+        "p1_cpu_ms_per_pvc": p1["cpu_ms_per_pvc"] if p1 else None,
+        "p1_peak_rss_mib": p1["peak_rss_mib"] if p1 else None,
+        "p1_kube_requests_per_pvc": p1["kube_requests_per_pvc"] if p1 else None,
+        "p1_cinder_calls_per_pvc": p1["cinder_calls_per_pvc"] if p1 else None,
+        "p1_defaults_efficiency": p1d["efficiency"] if p1d else None,
+        "p2_bytes_per_object": p2["bytes_per_object"] if p2 else None,
+        "p2_ready_s": p2["ready_s"] if p2 else None,
+        "p3_failover_s": p3["failover_s"] if p3 else None,
+        "p3_failover_tuned_s": p3t["failover_s"] if p3t else None,
+        "p4_overhead_ms": p4["overhead_ms"] if p4 else None,
+        "p4_recovery_s": p4["recovery_s"] if p4 else None,
+        "p5_ratio": p5["ratio"] if p5 else None,
+    }
+    return st.summary_line(values)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "not run"
+    if isinstance(value, float):
+        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def _target(key: str, override: float | None = None) -> str:
+    target, direction = st.TARGETS[key]
+    target = override if override is not None else target
+    return "-" if target is None else f"{direction} {_fmt(float(target))}"
+
+
+def _verdict(key: str, value: float | None, override: float | None = None) -> str:
+    target, direction = st.TARGETS[key]
+    ok = st.meets(value, override if override is not None else target, direction)
+    return "" if ok is None else ("met" if ok else "MISSED")
+
+
+def table(results: dict[str, Any], line: dict[str, float | None]) -> str:
+    """The readable table: each JSON value next to its target and the physical bound."""
+    rows: list[tuple[str, str, str, str]] = []
+
+    def row(key: str, notes: str, override: float | None = None) -> None:
+        value = line[key]
+        rows.append(
+            (key, _fmt(value), _target(key, override), f"{_verdict(key, value, override)}  {notes}".strip())
+        )
+
+    p1, p1d = results.get("p1"), results.get("p1_defaults")
+    if p1:
+        rows.append(
+            (
+                "p1 wall (start → all Bound)",
+                f"{p1['wall_s']:.2f} s",
+                "",
+                f"bound N·T/C = {p1['n']}·{p1['latency_s']:g}/{p1['in_flight']} = {p1['bound_s']:.2f} s; "
+                f"first create {p1['first_create_done_s']} s",
+            )
+        )
+    row("p1_efficiency", f"tuned: {p1['limits']}" if p1 else "")
+    row("p1_cpu_ms_per_pvc", "whole process, start included" if p1 else "")
+    row("p1_peak_rss_mib", "VmHWM at the last Bound" if p1 else "")
+    row("p1_kube_requests_per_pvc", _by_key(p1, "kube_by_verb_per_pvc"))
+    row("p1_cinder_calls_per_pvc", _by_key(p1, "cinder_by_operation_per_pvc"))
+    if p1 and "delete" in p1:
+        d = p1["delete"]
+        rows.append(
+            (
+                "p1 delete burst",
+                f"{d['wall_s']:.2f} s",
+                "",
+                f"efficiency {d['efficiency']:.3f} vs bound {d['bound_s']:.2f} s; "
+                f"{d['kube_requests_per_pvc']} kube, {d['cinder_calls_per_pvc']} cinder per claim",
+            )
+        )
+    row(
+        "p1_defaults_efficiency",
+        f"wall {p1d['wall_s']:.2f} s vs N·T/{p1d['in_flight']} = {p1d['bound_s']:.2f} s; "
+        f"{p1d['cpu_ms_per_pvc']} ms CPU, {p1d['peak_rss_mib']} MiB"
+        if p1d
+        else "",
+    )
+    p2 = results.get("p2")
+    row(
+        "p2_bytes_per_object",
+        f"{p2['objects']} objects; RSS {p2['rss_mib']} MiB vs {p2['empty_rss_mib']} MiB empty" if p2 else "",
+    )
+    row("p2_ready_s", f"process start → /readyz 200; empty cluster {p2['empty_ready_s']} s" if p2 else "")
+    p3, p3t = results.get("p3"), results.get("p3_tuned")
+    row(
+        "p3_failover_s",
+        f"lease {p3['lease_duration_s']:g} s; lease taken after {p3['lease_taken_s']} s" if p3 else "",
+        override=p3["lease_duration_s"] + 2.0 if p3 else None,
+    )
+    row(
+        "p3_failover_tuned_s",
+        f"lease {p3t['lease_duration_s']:g} s / retry {p3t['retry_period_s']:g} s; "
+        f"all Bound {p3t['all_bound_s']} s after the kill"
+        if p3t
+        else "",
+    )
+    p4 = results.get("p4")
+    row("p4_overhead_ms", p4.get("overhead_notes", "") if p4 else "")
+    row("p4_recovery_s", p4.get("recovery_notes", "") if p4 else "")
+    p5 = results.get("p5")
+    row("p5_ratio", p5.get("notes", "") if p5 else "P5 not built yet")
+    return st.render_table(rows)
+
+
+def _by_key(part: dict[str, Any] | None, key: str) -> str:
+    if not part:
+        return ""
+    return ", ".join(f"{k} {v:g}" for k, v in part[key].items() if v >= 0.05)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point (see ``--help``)."""
+    args = _parser().parse_args(argv)
+    started = time.monotonic()
+    try:
+        results = measure(args)
+    except (BenchError, TimeoutError, RuntimeError, OSError) as e:
+        print(f"bench: broken: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    line = summary(results)
+    if not args.json_only:
+        print(table(results, line))
+        print(f"\n(all parts: {time.monotonic() - started:.0f} s)")
+    if args.details:
+        with open(args.details, "w") as f:
+            json.dump(results, f, indent=1, sort_keys=True)
+    print(json.dumps(line), flush=True)
     return 0
 
 

@@ -53,6 +53,7 @@ class WorldProcess:
     def __init__(self, workdir: Path, *, create_latency: float) -> None:
         self.workdir = workdir
         self.kubeconfig = workdir / "kubeconfig"
+        self._stderr = (workdir / "world.log").open("wb")
         self._proc = subprocess.Popen(
             [
                 sys.executable,
@@ -65,6 +66,8 @@ class WorldProcess:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # the servers' own complaints (a killed client's broken pipe) go to a file, not the table
+            stderr=self._stderr,
             text=True,
         )
         assert self._proc.stdout is not None
@@ -112,6 +115,7 @@ class WorldProcess:
             self._proc.wait()
         if self._proc.stdout:
             self._proc.stdout.close()
+        self._stderr.close()
 
     def __enter__(self) -> WorldProcess:
         return self
