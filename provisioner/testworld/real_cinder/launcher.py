@@ -16,7 +16,9 @@ Usage::
 
 Backend profiles (each becomes an ``enabled_backends`` entry and a volume type of the same name, routed by
 ``volume_backend_name``): ``rbd``, ``rbd-cephx`` (cephx user + keyring in the connection info), ``iscsi``,
-``iscsi-chap`` (session and discovery CHAP), ``iscsi-multipath`` (two portals when the connector asks).
+``iscsi-chap`` (session and discovery CHAP), ``iscsi-multipath`` (two portals when the connector asks),
+and ``ceph``: Cinder's own RBD driver on a real throwaway Ceph cluster (``ceph=`` a running
+``real_cinder.ceph.CephCluster``; the child then imports Debian's rados/rbd bindings).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.domain.errors import ProvisionerError
+from provisioner.testworld.real_cinder import ceph as ceph_mod
 
 #: Test-only credentials the ``*-chap`` / ``*-cephx`` backends hand out (tests plant and look for them).
 CHAP_USERNAME = "chap-user"
@@ -48,6 +51,8 @@ CEPHX_USER = "cinder"
 CEPHX_KEY = "AQBzZXJ2ZXJzZWNyZXRrZXlmb3J0ZXN0czAwMDAwMA=="
 
 _DRIVER = "provisioner.testworld.real_cinder.file_driver.FileVolumeDriver"
+#: The backend profile that is Cinder's own RBD driver on a real Ceph cluster.
+CEPH_BACKEND = "ceph"
 _LOCAL = "127.0.0.1"
 
 
@@ -166,6 +171,7 @@ def write_config(
     backends: Sequence[str],
     port: int,
     extra_config: Mapping[str, Mapping[str, str]] | None = None,
+    ceph: ceph_mod.CephCluster | None = None,
 ) -> Path:
     """Write cinder.conf, api-paste.ini (and keyrings) into ``workdir``; returns the cinder.conf path.
 
@@ -216,7 +222,12 @@ def write_config(
         "oslo_messaging_notifications": {"driver": "noop"},
     }
     for profile in backends:
-        sections[profile] = _backend_options(profile, workdir)
+        if profile == CEPH_BACKEND:
+            if ceph is None:
+                raise ValueError("the 'ceph' backend needs a running cluster (ceph=start_ceph(...))")
+            sections[profile] = ceph_mod.cinder_backend_options(ceph, profile)
+        else:
+            sections[profile] = _backend_options(profile, workdir)
     for section, options in (extra_config or {}).items():
         sections[section] = {**sections.get(section, {}), **options}
     conf = workdir / "cinder.conf"
@@ -324,6 +335,7 @@ def start_real_cinder(
     port: int = 0,
     startup_timeout: float = 90.0,
     extra_config: Mapping[str, Mapping[str, str]] | None = None,
+    ceph: ceph_mod.CephCluster | None = None,
 ) -> Iterator[RealCinderHandle]:
     """Run real Cinder all-in-one with one backend (and volume type) per profile; stop it on exit.
 
@@ -334,13 +346,16 @@ def start_real_cinder(
         raise ValueError("at least one backend profile is needed")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    conf = write_config(workdir, backends=backends, port=port, extra_config=extra_config)
+    conf = write_config(workdir, backends=backends, port=port, extra_config=extra_config, ceph=ceph)
     project_id = uuid.uuid4().hex
     token = f"admin:{project_id}"
     log_path = workdir / "cinder.log"
     ready_file = workdir / "cinder-ready.json"
     ready_file.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OS_CINDER_DISABLE_EVENTLET_PATCHING": ""}
+    if ceph is not None:  # Cinder's RBD driver imports rados / rbd (Debian's, for this CPython)
+        paths = [str(ceph_mod.bindings_dir(workdir)), env.get("PYTHONPATH", "")]
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
