@@ -184,16 +184,15 @@ def run_node(repeats: int = 5) -> dict[str, Any] | None:
         return None
     with tempfile.TemporaryDirectory(prefix="bench-p4-") as tmp:
         node = FakeNode(Path(tmp) / "noudev", udev="ok", noudev=True)
-        pres = []
-        for _ in range(repeats):  # nothing stashed: no tool runs; the cost of any cinder-attach process
+        pres, splits = [], []
+        for _ in range(repeats):
+            # paired with each stage (the machine's load drifts): a tool-less process, nothing stashed
             started, lines = node.unstage()
             pres.append(_timestamp(lines[0]["timestamp"]) - started)
-        baseline_pre = statistics.median(pres)
-        splits = []
-        for _ in range(repeats):
             started, lines = node.stage()
-            splits.append(stage_overhead(started, lines, baseline_pre))
+            splits.append(stage_overhead(started, lines, pres[-1]))
             node.unstage()
+        baseline_pre = statistics.median(pres)
         hang = FakeNode(Path(tmp) / "reorder", udev="reorder", noudev=False)
         recoveries = []
         trigger = float(SETTINGS["udev_trigger_after"])
