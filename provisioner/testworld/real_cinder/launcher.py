@@ -41,6 +41,7 @@ from typing import Any
 
 from provisioner.domain.errors import ProvisionerError
 from provisioner.testworld.real_cinder import ceph as ceph_mod
+from provisioner.testworld.real_cinder.keystone import KeystoneHandle
 
 #: Test-only credentials the ``*-chap`` / ``*-cephx`` backends hand out (tests plant and look for them).
 CHAP_USERNAME = "chap-user"
@@ -327,6 +328,15 @@ def _create_types(url: str, token: str, backends: Sequence[str]) -> dict[str, st
     return types
 
 
+def _merged(
+    base: Mapping[str, Mapping[str, str]], more: Mapping[str, Mapping[str, str]]
+) -> dict[str, Mapping[str, str]]:
+    merged: dict[str, Mapping[str, str]] = dict(base)
+    for section, options in more.items():
+        merged[section] = {**merged.get(section, {}), **options}
+    return merged
+
+
 @contextlib.contextmanager
 def start_real_cinder(
     workdir: Path,
@@ -336,19 +346,25 @@ def start_real_cinder(
     startup_timeout: float = 90.0,
     extra_config: Mapping[str, Mapping[str, str]] | None = None,
     ceph: ceph_mod.CephCluster | None = None,
+    keystone: KeystoneHandle | None = None,
 ) -> Iterator[RealCinderHandle]:
     """Run real Cinder all-in-one with one backend (and volume type) per profile; stop it on exit.
 
     ``port`` 0 lets the API pick a free port.  ``extra_config`` adds/overrides cinder.conf options.
     Raises ``RealCinderError`` (with the log tail) when Cinder does not come up within ``startup_timeout``.
+    ``keystone`` (a running ``real_cinder.keystone`` Keystone): ``auth_strategy = keystone`` against it, the
+    handle's project is Keystone's ``k8s`` and its token a real admin token there, and Cinder's endpoints
+    are registered in Keystone's catalog once the API listens.
     """
+    if keystone is not None:
+        extra_config = _merged(keystone.cinder_config(), extra_config or {})
     if not backends:
         raise ValueError("at least one backend profile is needed")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     conf = write_config(workdir, backends=backends, port=port, extra_config=extra_config, ceph=ceph)
-    project_id = uuid.uuid4().hex
-    token = f"admin:{project_id}"
+    project_id = uuid.uuid4().hex if keystone is None else keystone.project_id
+    token = f"admin:{project_id}" if keystone is None else keystone.admin_token()
     log_path = workdir / "cinder.log"
     ready_file = workdir / "cinder-ready.json"
     ready_file.unlink(missing_ok=True)
@@ -373,6 +389,8 @@ def start_real_cinder(
         starter = _Starter(proc, log_path, time.monotonic() + startup_timeout)
         ready = starter.poll_until("the API to listen", lambda: json.loads(ready_file.read_text()))
         url = f"http://{_LOCAL}:{int(ready['port'])}/v3/{project_id}"
+        if keystone is not None:
+            keystone.register_block_storage(int(ready["port"]))
         starter.poll_until(
             "cinder-volume and cinder-scheduler up", lambda: _services_up(url, token, backends)
         )
