@@ -30,7 +30,7 @@ from attach.rbd import Rbd
 from attach.runner import REDACTED, Runner
 from attach.settings import Settings
 from attach.stash import InFlight, Locks, StashStore
-from provisioner.domain.errors import ProvisionerError
+from provisioner.domain.errors import ConfigError, ProvisionerError
 
 _SECRET_FIELDS = ("key", "password", "secret", "secrets", "token")
 
@@ -60,7 +60,7 @@ def configure_logging(level: str = "info") -> None:
 def build_ops(settings: Settings, *, env: Mapping[str, str] | None = None) -> NodeOps:
     """Wire the node operations from settings."""
     runner = Runner(default_timeout=settings.command_timeout, env=env)
-    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _state_dir(settings.state_dir)
     locks = Locks(settings.state_dir)
     devices = Devices(runner=runner)
     return NodeOps(
@@ -72,6 +72,20 @@ def build_ops(settings: Settings, *, env: Mapping[str, str] | None = None) -> No
         mounter=Mounter(runner=runner, mountinfo=settings.mountinfo),
         kubelet_dir=settings.kubelet_dir,
     )
+
+
+def _state_dir(path: Path) -> None:
+    """Create the state directory (0700) or refuse, naming the setting, when it cannot be one."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except FileExistsError:
+        raise ConfigError("state_dir", f"{path} exists and is not a directory") from None
+    except NotADirectoryError:
+        raise ConfigError("state_dir", f"{path}: a parent is not a directory") from None
+    except PermissionError:
+        raise ConfigError("state_dir", f"{path}: permission denied") from None
+    if not path.is_dir():
+        raise ConfigError("state_dir", f"{path} is not a directory")
 
 
 def _parser() -> argparse.ArgumentParser:

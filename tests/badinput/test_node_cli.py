@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,3 +87,23 @@ def test_unstage_of_unknown_volume_leaves_other_mounts(world: FakeWorld) -> None
     other = world.run_cli("unstage", "--volume-id", "ghost", "--staging-path", staging)
     assert (0, [staging], 1) == (other.returncode, world.mounts_under(world.root), len(world.rbd_mappings()))
     assert [] == world.calls("umount")
+
+
+@pytest.mark.parametrize("shape", ["regular file", "under a regular file"])
+def test_state_dir_that_cannot_be_a_directory_is_exit_2_naming_it(world: FakeWorld, shape: str) -> None:
+    """A state dir that is a file (or lies under one): exit 2, one line naming state_dir, not [Errno 17]."""
+    blocker = world.root / "not-a-dir"
+    blocker.write_text("x")
+    state = blocker if shape == "regular file" else blocker / "state"
+    result = subprocess.run(
+        [sys.executable, "-m", "attach.cli", "unstage", "--volume-id", "vol-1", "--staging-path",
+         str(world.root / "staging")],
+        env={**world.env, "CINDER_ATTACH_STATE_DIR": str(state)},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("{")]
+    assert (2, 1) == (result.returncode, len(lines)), result.stderr
+    assert lines[0].startswith("cinder-attach unstage: ConfigError: state_dir: ")
+    assert "Errno" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert [] == world.argv_log()
