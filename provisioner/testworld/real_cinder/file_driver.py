@@ -18,7 +18,6 @@ This module imports ``cinder`` and is therefore imported only inside the Cinder 
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +84,12 @@ def _copy_sparse(src: Path, dst: Path, size_bytes: int) -> None:
                 remaining -= len(block)
             offset = hole
         fout.truncate(max(size_bytes, end))
+
+
+#: The initiator of cinder-backup's own connector (``main._local_connector_properties``): its attachments
+#: get a ``local`` connection to the volume's file. Keyed on this, not on the host name, because the
+#: provisioner's default connector host is this machine's name too.
+BACKUP_INITIATOR = "iqn.2024-01.io.netvol:cinder-backup"
 
 
 class FileVolumeDriver(driver.VolumeDriver):  # type: ignore[misc]  # cinder ships no type information
@@ -192,7 +197,7 @@ class FileVolumeDriver(driver.VolumeDriver):  # type: ignore[misc]  # cinder shi
             raise exception.InvalidConnectorException(missing="initiator")
 
     def initialize_connection(self, volume: Any, connector: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if (connector or {}).get("host") == socket.gethostname():  # cinder-backup in this process
+        if (connector or {}).get("initiator") == BACKUP_INITIATOR:  # cinder-backup in this process
             return {"driver_volume_type": "local", "data": {"device_path": str(self._volume_path(volume))}}
         if self._type == "rbd":
             return {"driver_volume_type": "rbd", "data": self._rbd_data(volume)}

@@ -64,6 +64,8 @@ def _local_connector_properties(my_ip: str) -> Any:
     """
     import socket
 
+    from provisioner.testworld.real_cinder.file_driver import BACKUP_INITIATOR
+
     def properties(multipath: bool = False, enforce_multipath: bool = False) -> dict[str, Any]:
         return {
             "platform": "x86_64",
@@ -72,7 +74,7 @@ def _local_connector_properties(my_ip: str) -> Any:
             "host": socket.gethostname(),
             "multipath": False,
             "enforce_multipath": False,
-            "initiator": "iqn.2024-01.io.netvol:cinder-backup",
+            "initiator": BACKUP_INITIATOR,
             "do_local_attach": True,
         }
 
