@@ -121,6 +121,15 @@ def _translate(exc: BaseException, operation: str) -> CinderError:
     if isinstance(exc, ks_exc.HttpError):
         status = int(exc.http_status or 500)
         response = getattr(exc, "response", None)
+        if status < 500 and str(getattr(exc, "url", "") or "").rstrip("/").endswith("/auth/tokens"):
+            # Keystone refused the login itself: a revoked or expired token answers 404 here (found
+            # against real Keystone), which must not read as a Cinder resource that is missing.
+            return CinderAuthError(
+                f"keystone refused the credentials: {exc.message or type(exc).__name__}",
+                operation=operation,
+                status_code=status,
+                request_id=getattr(exc, "request_id", None) or request_id_of(response),
+            )
         where = "keystone" if status in (401, 403) else "cinder"
         return from_status(
             status,

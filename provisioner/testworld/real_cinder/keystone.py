@@ -3,15 +3,16 @@
 Why: with Cinder in ``noauth`` the adapter's Keystone path (password and application-credential logins,
 the service catalog's region and interface, token reuse, re-authentication after a 401) is only ever met
 by the emulator's Keystone stand-in. This starts unmodified Keystone in a subprocess
-(``keystone_main``: sqlite, fernet tokens, Keystone's own bootstrap, a threaded WSGI server) and then, over
-Keystone's own v3 API, creates what a cloud operator would:
+(``keystone_main``: sqlite, fernet tokens, Keystone's own bootstrap, a threaded WSGI server) which, before
+it serves, creates through Keystone's own provider APIs what a cloud operator would:
 
 * project ``k8s`` with user ``provisioner`` (role ``member``) and an application credential of that user;
 * project ``service`` with user ``cinder`` (role ``service``) for Cinder's keystonemiddleware;
 * the ``admin`` user also gets ``admin`` on ``k8s`` (the launcher creates volume types there);
-* once Cinder listens, the ``block-storage`` service with a ``public`` endpoint
-  (``http://127.0.0.1:<port>/v3/%(project_id)s``) and an ``internal`` one (``http://localhost:…``) in the
-  region; there is no ``admin`` endpoint, so asking for it proves a missing endpoint is reported.
+* once Cinder listens (over Keystone's v3 API, as the admin), the ``block-storage`` service with a
+  ``public`` endpoint (``http://127.0.0.1:<port>/v3/%(project_id)s``) and an ``internal`` one
+  (``http://localhost:…``) in the region; there is no ``admin`` endpoint, so asking for it proves a
+  missing endpoint is reported.
 
 ``start_real_cinder(..., keystone=handle)`` runs Cinder with ``auth_strategy = keystone`` against it.
 keystonemiddleware's token cache is off (``token_cache_time = -1``) so that a revoked token is refused on
@@ -30,6 +31,7 @@ import base64
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -312,52 +314,41 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], ready_file: Path, log_path: Path, deadline: float) -> int:
+def _wait_ready(
+    proc: subprocess.Popen[bytes], ready_file: Path, log_path: Path, deadline: float
+) -> dict[str, Any]:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise KeystoneError(f"keystone exited with status {proc.returncode}:\n{_log_tail(log_path)}")
         with contextlib.suppress(OSError, ValueError, KeyError):
-            return int(json.loads(ready_file.read_text())["port"])
+            ready: dict[str, Any] = json.loads(ready_file.read_text())
+            int(ready["port"])
+            return ready
         time.sleep(0.05)
     raise KeystoneError(f"keystone did not listen in time:\n{_log_tail(log_path)}")
 
 
-def _id_of(auth_url: str, token: str, collection: str, name: str) -> str:
-    found = _call("GET", f"{auth_url}/{collection}?name={name}", token)[collection]
-    if len(found) != 1:
-        raise KeystoneError(f"keystone has {len(found)} {collection} named {name!r}")
-    return str(found[0]["id"])
-
-
-def _create_identities(auth_url: str, admin_token: str) -> tuple[str, str]:
-    """Projects, users and role assignments (see the module docstring); returns (k8s id, provisioner id)."""
-    roles = {r["name"]: r["id"] for r in _call("GET", f"{auth_url}/roles", admin_token)["roles"]}
-    projects: dict[str, str] = {}
-    for name in (PROJECT, "service"):
-        body = {"project": {"name": name, "domain_id": "default", "enabled": True}}
-        projects[name] = _call("POST", f"{auth_url}/projects", admin_token, body)["project"]["id"]
-    users: dict[str, str] = {}
-    for name, password, project in (
-        (USER, PROVISIONER_PASSWORD, PROJECT),
-        ("cinder", CINDER_SERVICE_PASSWORD, "service"),
-    ):
-        body = {
-            "user": {
-                "name": name,
-                "password": password,
-                "domain_id": "default",
-                "default_project_id": projects[project],
-            }
-        }
-        users[name] = _call("POST", f"{auth_url}/users", admin_token, body)["user"]["id"]
-    admin_id = _id_of(auth_url, admin_token, "users", "admin")
-    for project, user, role in (
-        (PROJECT, users[USER], "member"),
-        ("service", users["cinder"], "service"),
-        (PROJECT, admin_id, "admin"),
-    ):
-        _call("PUT", f"{auth_url}/projects/{projects[project]}/users/{user}/roles/{roles[role]}", admin_token)
-    return projects[PROJECT], users[USER]
+def _seed(app_credential_secret: str) -> dict[str, Any]:
+    """What ``keystone_main`` creates before it serves (see the module docstring)."""
+    return {
+        "admin_password": ADMIN_PASSWORD,
+        "projects": [PROJECT, "service"],
+        "users": [
+            {"name": USER, "password": PROVISIONER_PASSWORD, "project": PROJECT},
+            {"name": "cinder", "password": CINDER_SERVICE_PASSWORD, "project": "service"},
+        ],
+        "grants": [
+            {"user": USER, "project": PROJECT, "role": "member"},
+            {"user": "cinder", "project": "service", "role": "service"},
+            {"user": "admin", "project": PROJECT, "role": "admin"},
+        ],
+        "app_credential": {
+            "user": USER,
+            "project": PROJECT,
+            "name": APP_CREDENTIAL_NAME,
+            "secret": app_credential_secret,
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -366,7 +357,7 @@ def start_keystone(
     *,
     token_expiration: int = 3600,
     region: str = REGION,
-    startup_timeout: float = 60.0,
+    startup_timeout: float = 90.0,
 ) -> Iterator[KeystoneHandle]:
     """Run real Keystone with the identities above; stop it on exit.
 
@@ -380,7 +371,8 @@ def start_keystone(
     log_path = workdir / "keystone.log"
     ready_file = workdir / "keystone-ready.json"
     ready_file.unlink(missing_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TESTWORLD_KEYSTONE_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    secret = secrets.token_urlsafe(24)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TESTWORLD_KEYSTONE_SEED": json.dumps(_seed(secret))}
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [
@@ -394,47 +386,13 @@ def start_keystone(
             env=env,
         )
     try:
-        port = _wait_ready(proc, ready_file, log_path, time.monotonic() + startup_timeout)
-        auth_url = f"http://{_LOCAL}:{port}/v3"
-        try:
-            admin_body = {
-                "auth": {
-                    "identity": {
-                        "methods": ["password"],
-                        "password": {
-                            "user": {"name": "admin", "domain": {"id": "default"}, "password": ADMIN_PASSWORD}
-                        },
-                    },
-                    "scope": {"project": {"name": "admin", "domain": {"id": "default"}}},
-                }
-            }
-            admin_token, _ = _login(auth_url, admin_body)
-            project_id, user_id = _create_identities(auth_url, admin_token)
-            handle = KeystoneHandle(
-                auth_url=auth_url,
-                region=region,
-                project_id=project_id,
-                user_id=user_id,
-                app_credential=AppCredential(id="", secret=""),
-                token_expiration=token_expiration,
-                log_path=log_path,
-                pid=proc.pid,
-            )
-            user_token = handle.issue_token(USER, PROVISIONER_PASSWORD)
-            created = _call(
-                "POST",
-                f"{auth_url}/users/{user_id}/application_credentials",
-                user_token,
-                {"application_credential": {"name": APP_CREDENTIAL_NAME}},
-            )["application_credential"]
-        except KeystoneError as e:
-            raise KeystoneError(f"{e}\nlast log lines of {log_path}:\n{_log_tail(log_path)}") from None
+        ready = _wait_ready(proc, ready_file, log_path, time.monotonic() + startup_timeout)
         yield KeystoneHandle(
-            auth_url=auth_url,
+            auth_url=f"http://{_LOCAL}:{int(ready['port'])}/v3",
             region=region,
-            project_id=project_id,
-            user_id=user_id,
-            app_credential=AppCredential(id=created["id"], secret=created["secret"]),
+            project_id=ready["projects"][PROJECT],
+            user_id=ready["users"][USER],
+            app_credential=AppCredential(id=ready["app_credential_id"], secret=secret),
             token_expiration=token_expiration,
             log_path=log_path,
             pid=proc.pid,

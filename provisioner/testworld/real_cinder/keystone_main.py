@@ -2,18 +2,20 @@
 
 Why a module of our own instead of ``keystone-manage`` + uWSGI/Apache: the tier wants Keystone up in about
 two seconds, from one Python process, with no web server to install. This process syncs the sqlite schema,
-runs Keystone's own ``Bootstrapper`` (default domain, admin user and
-project, the reader/member/manager/admin/service roles, RegionOne, the identity service and endpoints) and
-serves Keystone's unmodified Flask application from the standard library's threaded WSGI server.
+runs Keystone's own ``Bootstrapper`` (default domain, admin user and project, the reader/member/manager/
+admin/service roles, RegionOne, the identity service and endpoints), creates the launcher's seed
+(projects, users, role grants, an application credential) through Keystone's provider APIs, and serves
+Keystone's unmodified Flask application from the standard library's threaded WSGI server.
 
 One addition: a WSGI wrapper records every request (method, path, status, and for ``POST /v3/auth/tokens``
 which credential logged in: user name or id, application credential id, or a token), answered as JSON at
 ``GET /_testworld/requests``. Tests count logins there (a provisioner must reuse its token, not log in per
 call). Passwords and secrets are never recorded.
 
-Usage: ``python -m provisioner.testworld.real_cinder.keystone_main --ready-file F --config-file keystone.conf
---admin-password P --public-url URL``. When it listens, ``F`` receives ``{"port": <port>, "pid": <pid>}``.
-SIGTERM (or the parent going away) ends the process.
+Usage: ``TESTWORLD_KEYSTONE_SEED=<json> python -m provisioner.testworld.real_cinder.keystone_main
+--ready-file F --config-file keystone.conf [--region R]``. When it listens, ``F`` receives ``{"port", "pid",
+"projects": {name: id}, "users": {name: id}, "app_credential_id"}``. SIGTERM (or the parent going away)
+ends the process.
 """
 
 from __future__ import annotations
@@ -96,18 +98,23 @@ class _Recorder:
         return self._app(environ, recording_start_response)
 
 
-def _prepare(admin_password: str, public_url: str, region: str) -> None:
-    """Schema and Keystone's own bootstrap, in this process (no keystone-manage runs).
+def _prepare(seed: dict[str, Any], public_url: str, region: str) -> dict[str, Any]:
+    """Schema, Keystone's own bootstrap and the seed's identities, in this process.
 
-    The fernet key repositories are written by the launcher before this process starts: Keystone's
-    application refuses to load without them.
+    No ``keystone-manage`` runs and no API round trips: the identities are created through Keystone's
+    provider APIs (the managers its API calls), before the server takes requests. The fernet key
+    repositories are written by the launcher before this process starts (the application refuses to
+    load without them). Returns the ids of what was created.
     """
+    import uuid
+
     from keystone.cmd import bootstrap
+    from keystone.common import provider_api
     from keystone.common.sql import upgrades
 
     upgrades.offline_sync_database_to_version()
     boot = bootstrap.Bootstrapper()
-    boot.admin_password = admin_password
+    boot.admin_password = seed["admin_password"]
     boot.admin_username = "admin"
     boot.project_name = "admin"
     boot.admin_role_name = "admin"
@@ -118,8 +125,53 @@ def _prepare(admin_password: str, public_url: str, region: str) -> None:
     boot.immutable_roles = True
     boot.bootstrap()
 
+    apis: Any = provider_api.ProviderAPIs
+    roles = {"admin": boot.admin_role_id, "member": boot.member_role_id, "service": boot.service_role_id}
+    projects = {"admin": boot.project_id}
+    for name in seed["projects"]:
+        project_id = uuid.uuid4().hex
+        body = {"id": project_id, "name": name, "domain_id": "default", "enabled": True}
+        apis.resource_api.create_project(project_id, body)
+        projects[name] = project_id
+    users = {"admin": boot.admin_user_id}
+    for user in seed["users"]:
+        body = {
+            "name": user["name"],
+            "password": user["password"],
+            "domain_id": "default",
+            "enabled": True,
+            "default_project_id": projects[user["project"]],
+        }
+        users[user["name"]] = apis.identity_api.create_user(body)["id"]
+    for grant in seed["grants"]:
+        apis.assignment_api.add_role_to_user_and_project(
+            users[grant["user"]], projects[grant["project"]], roles[grant["role"]]
+        )
+    result: dict[str, Any] = {"projects": projects, "users": users}
+    credential = seed.get("app_credential")
+    if credential:
+        # the roles a token of the user would carry on the project: the granted role and what it implies
+        granted = apis.assignment_api.get_roles_for_user_and_project(
+            users[credential["user"]], projects[credential["project"]]
+        )
+        created = apis.application_credential_api.create_application_credential(
+            {
+                "id": uuid.uuid4().hex,
+                "name": credential["name"],
+                "secret": credential["secret"],
+                "user_id": users[credential["user"]],
+                "project_id": projects[credential["project"]],
+                "roles": [{"id": role_id} for role_id in granted],
+                "unrestricted": False,
+                "expires_at": None,
+                "description": "cinder-provisioner (test world)",
+            }
+        )
+        result["app_credential_id"] = created["id"]
+    return result
 
-def _run(config_file: Path, ready_file: Path, admin_password: str, host: str, region: str) -> int:
+
+def _run(config_file: Path, ready_file: Path, seed: dict[str, Any], host: str, region: str) -> int:
     import keystone.server
     from keystone.server.flask import application
     from keystone.server.flask import core as flask_core
@@ -132,7 +184,7 @@ def _run(config_file: Path, ready_file: Path, admin_password: str, host: str, re
     keystone.server.configure(config_files=[str(config_file)])
     # What ``keystone.server.flask.core.initialize_application`` does, with the bootstrap in between: the
     # bootstrapper loads Keystone's backends itself (they may be loaded once per process).
-    _prepare(admin_password, f"http://{host}:{port}/v3", region)
+    created = _prepare(seed, f"http://{host}:{port}/v3", region)
     app = flask_core.setup_app_middleware(application.application_factory("public"))
     server.set_app(_Recorder(app))
 
@@ -145,7 +197,7 @@ def _run(config_file: Path, ready_file: Path, admin_password: str, host: str, re
     signal.signal(signal.SIGINT, _on_signal)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
     tmp = ready_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"port": port, "pid": os.getpid()}))
+    tmp.write_text(json.dumps({"port": port, "pid": os.getpid(), **created}))
     tmp.replace(ready_file)
     print(f"keystone ready on {host}:{port}", file=sys.stderr, flush=True)
     parent = os.getppid()
@@ -164,10 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", default="RegionOne")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     sys.argv = sys.argv[:1]  # oslo.config parses sys.argv too; Keystone's options come from the file
-    # The bootstrap password comes from the environment, never argv (visible in ps).
-    password = os.environ.pop("TESTWORLD_KEYSTONE_ADMIN_PASSWORD", "")
+    # The seed (with passwords and the credential's secret) comes from the environment, never argv.
     try:
-        code = _run(args.config_file, args.ready_file, password, args.host, args.region)
+        seed = json.loads(os.environ.pop("TESTWORLD_KEYSTONE_SEED"))
+        code = _run(args.config_file, args.ready_file, seed, args.host, args.region)
     except BaseException:  # report start-up failures in the log the launcher shows, then really exit
         traceback.print_exc()
         code = 1
