@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Literal
 
 import structlog
@@ -93,6 +94,9 @@ class ClaimState:
     bound_to: str = ""  # spec.volumeName
     class_name: str = ""
     class_found: bool = True
+    #: the class is not in our cache but the claim is only seconds old: the class's watch event may still
+    #: be on its way (the PV controller, which marked the claim ours, saw it already) — wait this long
+    class_grace: float = 0.0
     ours: bool = True
     pv: Literal["none", "ours", "foreign"] = "none"
     bad_class: str | None = None  # the class's parameters are invalid (message names the field)
@@ -236,6 +240,8 @@ def decide_claim(c: ClaimState) -> Step:
     pv_name = names.pv_name_for(c.uid)
     if c.pv == "foreign":
         return Fail(reason="pv_name_conflict", message=f"PV {pv_name} exists but belongs to another claim")
+    if not c.class_found and c.class_grace > 0:
+        return Wait(reason="class_not_in_cache", delay=min(c.class_grace, 1.0))
     if not c.class_found:
         return Fail(reason="class_not_found", message=f"StorageClass {c.class_name!r} not found", retry=60.0)
     if c.bad_class is not None:
@@ -367,6 +373,19 @@ class _Seen:
     params: ClassParams | None
 
 
+#: How long a young claim waits for its StorageClass to reach our cache before "not found" is a Warning.
+CLASS_CACHE_GRACE_SECONDS = 5.0
+
+
+def _class_grace(created: Any, now: float) -> float:
+    """Seconds left of the class-cache grace for a claim created at ``created`` (RFC 3339); 0 if unknown."""
+    try:
+        born = datetime.fromisoformat(str(created).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, min(CLASS_CACHE_GRACE_SECONDS, born + CLASS_CACHE_GRACE_SECONDS - now))
+
+
 def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | None, ClassParams | None]:
     """The claim's Kubernetes side from the caches (no Cinder call)."""
     meta = pvc["metadata"]
@@ -390,7 +409,9 @@ def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | N
         claim_ref = (existing_pv.get("spec") or {}).get("claimRef") or {}
         pv = "ours" if claim_ref.get("uid") == uid else "foreign"
     if sc is None or pv != "none":
-        return ClaimState(**base, class_name=sc_name, class_found=sc is not None, pv=pv), sc, None
+        grace = _class_grace(meta.get("creationTimestamp"), ctx.wall()) if sc is None else 0.0
+        state = ClaimState(**base, class_name=sc_name, class_found=sc is not None, class_grace=grace, pv=pv)
+        return state, sc, None
     bad_class = bad_claim = None
     params: ClassParams | None = None
     waits = False

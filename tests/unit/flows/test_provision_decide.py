@@ -27,6 +27,7 @@ from provisioner.flows.provision import (
     Step,
     VolumeState,
     Wait,
+    _class_grace,
     decide,
     decide_claim,
     decide_volume,
@@ -65,6 +66,16 @@ def vol(status: str = "available") -> Volume:
             replace(CLAIM, class_found=False),
             Fail(reason="class_not_found", message="StorageClass 'fast' not found", retry=60.0),
             id="class-missing",
+        ),
+        pytest.param(
+            replace(CLAIM, class_found=False, class_grace=3.5),
+            Wait(reason="class_not_in_cache", delay=1.0),
+            id="class-missing-young-claim-waits-without-warning",
+        ),
+        pytest.param(
+            replace(CLAIM, class_found=False, class_grace=0.4),
+            Wait(reason="class_not_in_cache", delay=0.4),
+            id="class-missing-grace-almost-over",
         ),
         pytest.param(
             replace(CLAIM, bad_class="parameters.fsType: bad"),
@@ -412,3 +423,13 @@ def test_content_kind_of_an_adopted_volume_stays_adopted_after_tagging() -> None
     pvc = {"metadata": {"uid": UID, "annotations": {names.ANN_ADOPT_VOLUME: "v1"}}}
     tagged = replace(vol(), metadata={names.META_PVC_UID: UID})
     assert "adopted" == resolve_content_kind(pvc, tagged)
+
+
+def test_class_grace_counts_from_the_claims_creation() -> None:
+    """A claim 2 s old has 3 s of grace left; 10 s old or an unreadable stamp has none."""
+    born = "2026-01-01T00:00:00Z"
+    t0 = 1_767_225_600.0  # that instant
+    assert 3.0 == _class_grace(born, t0 + 2.0)
+    assert 0.0 == _class_grace(born, t0 + 10.0)
+    assert 0.0 == _class_grace(None, t0)
+    assert 5.0 == _class_grace(born, t0 - 100.0)  # a clock behind the server: never more than the grace
