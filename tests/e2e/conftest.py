@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+# real Ceph behind Cinder's RBD driver, one per session, shared by the test_real_ceph* modules
+from tests.e2e.ceph_world import ceph_cinder  # noqa: F401
 from tests.e2e.world import World, emulator_world
 
 
