@@ -42,6 +42,9 @@ class ClassParams:
     cephx_secret_name: str | None = None  # "cephxSecretName": admin Secret with the cephx `key`
     cephx_user: str | None = None  # "cephxUser": Ceph user the key in cephxSecretName belongs to
     allow_raw_snapshot_restore: bool = False  # "allowRawSnapshotRestore"
+    #: "restoreFromNamespaces": other namespaces whose snapshots/backups (still tagged by this cluster)
+    #: claims of this class may restore
+    restore_from_namespaces: tuple[str, ...] = ()
     allow_adoption: bool = False  # "allowAdoption"
     cascade_delete: bool = False  # "cascadeDelete": delete the volume's snapshots with it
     multiattach: bool = False  # "multiattach": the volume type is multiattach (RWX for Block)
@@ -101,6 +104,19 @@ def _namespace(key: str, value: Any) -> str:
     return text
 
 
+def _namespaces(key: str, value: Any) -> tuple[str, ...]:
+    """A comma-separated list of namespace names (at most 64, no empties)."""
+    items = [part.strip() for part in _string(key, value).split(",")]
+    if len(items) > 64:
+        raise InvalidInput(f"parameters.{key}", "at most 64 namespaces")
+    for item in items:
+        if len(item) > 63 or not _DNS1123_LABEL.match(item):
+            raise InvalidInput(
+                f"parameters.{key}", "must be namespace names (DNS-1123 labels) separated by commas"
+            )
+    return tuple(dict.fromkeys(items))
+
+
 def _secret_name(key: str, value: Any) -> str:
     text = _string(key, value)
     if len(text) > 253 or not _DNS1123_SUBDOMAIN.match(text):
@@ -140,6 +156,7 @@ _PARAMETERS: Final[Mapping[str, tuple[str, Callable[[str, Any], object]]]] = {
     "cephxSecretName": ("cephx_secret_name", _secret_name),
     "cephxUser": ("cephx_user", _ceph_user),
     "allowRawSnapshotRestore": ("allow_raw_snapshot_restore", _boolean),
+    "restoreFromNamespaces": ("restore_from_namespaces", _namespaces),
     "allowAdoption": ("allow_adoption", _boolean),
     "cascadeDelete": ("cascade_delete", _boolean),
     "multiattach": ("multiattach", _boolean),

@@ -151,14 +151,17 @@ def _from_cinder_snapshot(
 def _guard(
     ctx: Context, field: str, what: str, md: Mapping[str, str], *, namespace: str, params: ClassParams
 ) -> None:
-    """One tenant never reads another's data: our cluster tag and the claim's namespace, unless the class
-    allows raw restores."""
+    """One tenant never reads another's data: our cluster tag and the claim's namespace (or one the class
+    lists in ``restoreFromNamespaces``), unless the class allows raw restores."""
     if params.allow_raw_snapshot_restore:
         return
     if md.get(names.META_CLUSTER) != ctx.settings.cluster_id:
         raise InvalidInput(field, f"{what} does not belong to this cluster (class disallows raw restores)")
-    if md.get(names.META_PVC_NAMESPACE) != namespace:
-        raise InvalidInput(field, f"{what} was not taken in namespace {namespace!r}")
+    taken_in = md.get(names.META_PVC_NAMESPACE)
+    if taken_in != namespace and taken_in not in params.restore_from_namespaces:
+        allowed = ", ".join(params.restore_from_namespaces)
+        also = f" (the class also allows: {allowed})" if allowed else ""
+        raise InvalidInput(field, f"{what} was not taken in namespace {namespace!r}{also}")
 
 
 def _from_cinder_backup(

@@ -49,6 +49,7 @@ def test_every_parameter_is_parsed() -> None:
         "cephxSecretName": "ceph-client.kube",
         "cephxUser": "client.kube",
         "allowRawSnapshotRestore": "true",
+        "restoreFromNamespaces": "team-a, team-b,team-a",
         "allowAdoption": "True",
         "cascadeDelete": "FALSE",
         "multiattach": "true",
@@ -64,6 +65,7 @@ def test_every_parameter_is_parsed() -> None:
         cephx_secret_name="ceph-client.kube",
         cephx_user="kube",
         allow_raw_snapshot_restore=True,
+        restore_from_namespaces=("team-a", "team-b"),
         allow_adoption=True,
         cascade_delete=False,
         multiattach=True,
@@ -197,3 +199,13 @@ def test_example_classes_are_valid(name: str) -> None:
     assert_valid(sc)
     assert "netvol.io/cinder" == parse_class_fields(sc).provisioner
     assert ClassParams is type(parse(sc["parameters"]))
+
+
+@pytest.mark.parametrize(
+    "value", ["", "team-a,,team-b", "Team-A", "a b", ",".join(f"n{i}" for i in range(65))]
+)
+def test_restore_from_namespaces_refusals_name_the_key(value: str) -> None:
+    """Only a list of namespace names, at most 64."""
+    with pytest.raises(InvalidInput) as raised:
+        parse({"restoreFromNamespaces": value})
+    assert "parameters.restoreFromNamespaces" == raised.value.field

@@ -27,6 +27,10 @@ def _world() -> World:
         metadata={names.META_CLUSTER: "cluster-a", names.META_PVC_NAMESPACE: "ns"},
     )
     world.cinder.add_snapshot("foreign", "v0")
+    world.cinder.snapshots["team-b"] = replace(
+        world.cinder.add_snapshot("team-b", "v0"),
+        metadata={names.META_CLUSTER: "cluster-a", names.META_PVC_NAMESPACE: "team-b"},
+    )
     world.cinder.add_snapshot("busy", "v0", status="creating")
     world.cinder.snapshots["busy"] = replace(
         world.cinder.snapshots["busy"],
@@ -79,6 +83,12 @@ def _pvc(
             replace(PARAMS, allow_raw_snapshot_restore=True),
             VolumeSource(snapshot_id=SnapshotId("foreign"), min_size_gib=1),
             id="raw-restore-allowed",
+        ),
+        pytest.param(
+            _pvc({names.ANN_RESTORE_FROM_SNAPSHOT: "team-b"}),
+            replace(PARAMS, restore_from_namespaces=("team-a", "team-b")),
+            VolumeSource(snapshot_id=SnapshotId("team-b"), min_size_gib=1),
+            id="restore-from-a-listed-namespace",
         ),
         pytest.param(
             _pvc(data_source={"kind": "PersistentVolumeClaim", "name": "src"}),
@@ -155,3 +165,20 @@ def test_resolve_source_refuses(pvc: dict[str, Any], field: str, fragment: str) 
         resolve_source(world.ctx, pvc, PARAMS, world.cinder)
     assert field == raised.value.field
     assert fragment in raised.value.message
+
+
+def test_restore_from_an_unlisted_namespace_is_refused_naming_the_allowed_ones() -> None:
+    """A snapshot of this cluster taken in another namespace: refused unless the class lists it."""
+    world = _world()
+    pvc = _pvc({names.ANN_RESTORE_FROM_SNAPSHOT: "team-b"})
+    with pytest.raises(InvalidInput) as plain:
+        resolve_source(world.ctx, pvc, PARAMS, world.cinder)
+    assert (RESTORE, "snapshot was not taken in namespace 'ns'") == (plain.value.field, plain.value.message)
+    with pytest.raises(InvalidInput) as listed:
+        resolve_source(world.ctx, pvc, replace(PARAMS, restore_from_namespaces=("team-a",)), world.cinder)
+    assert "the class also allows: team-a" in listed.value.message
+    other_cluster = _pvc({names.ANN_RESTORE_FROM_SNAPSHOT: "foreign"})
+    with pytest.raises(InvalidInput, match="does not belong to this cluster"):  # the list never lifts that
+        resolve_source(
+            world.ctx, other_cluster, replace(PARAMS, restore_from_namespaces=("ns",)), world.cinder
+        )
