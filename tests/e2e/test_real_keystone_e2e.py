@@ -49,9 +49,14 @@ def _cinder_calls(keystone: Any) -> int:
     ids=["appcred-rbd-csi", "password-iscsi-intree"],
 )
 def test_provision_and_delete_with_keystone(
-    keystone_cinder: tuple[Any, Path], cloud_name: str, case: tuple[str, dict[str, str], str]
+    keystone_cinder: tuple[Any, Path],
+    cloud_name: str,
+    case: tuple[str, dict[str, str], str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """The e2e round trip with keystone auth: bound, PV right, deleted; one login serves every call."""
+    from provisioner.testworld.real_cinder.keystone import PROVISIONER_PASSWORD
+
     keystone, clouds_yaml = keystone_cinder
     who: dict[str, str] = (
         {"application_credential": keystone.app_credential.id}
@@ -73,3 +78,7 @@ def test_provision_and_delete_with_keystone(
     calls = _cinder_calls(keystone) - calls_before
     assert 1 == logins, (logins, calls)  # one token for the whole run (it lives an hour)
     assert calls >= 8, calls  # create, status polls, export, delete … all on that token
+    out, err = capfd.readouterr()
+    assert "cinder_connected" in out + err  # the controller's logs were captured here
+    for secret in (PROVISIONER_PASSWORD, keystone.app_credential.secret):
+        assert secret not in out + err
