@@ -69,6 +69,10 @@ CRASH_POINTS = (*CRASH_POINTS, *EXPAND_CRASH_POINTS, *SNAPSHOT_CRASH_POINTS)
 SNAPSHOT_FRACTION = 0.3
 SNAPSHOT_WAIT_SECONDS = 30.0
 SNAPSHOT_CLASS = "chaos-snap"
+BACKUP_CLASS = "chaos-backup"  # parameters.type backup: the same flow, Cinder backups instead of snapshots
+BACKUP_FRACTION = 0.35  # of the snapshots taken, this share are backups
+RESTORE_FRACTION = 0.5  # of the ready snapshots/backups, this share are restored into a new claim first
+RESTORE_WAIT_SECONDS = 30.0
 GROW_FRACTION = 0.25
 GROW_TO = "2Gi"
 GROW_WAIT_SECONDS = 5.0  # a grown claim is deleted once its PV shows the size, or after this long
@@ -486,16 +490,18 @@ def _grow_first(
 
 
 def _snapshot_class(kube: KubeAdapter) -> None:
-    kube.create(
-        "volumesnapshotclasses",
-        {
-            "apiVersion": "snapshot.storage.k8s.io/v1",
-            "kind": "VolumeSnapshotClass",
-            "metadata": {"name": SNAPSHOT_CLASS},
-            "driver": names.CSI_DRIVER_NAME,
-            "deletionPolicy": "Delete",
-        },
-    )
+    for name, parameters in ((SNAPSHOT_CLASS, {}), (BACKUP_CLASS, {"type": "backup"})):
+        kube.create(
+            "volumesnapshotclasses",
+            {
+                "apiVersion": "snapshot.storage.k8s.io/v1",
+                "kind": "VolumeSnapshotClass",
+                "metadata": {"name": name},
+                "driver": names.CSI_DRIVER_NAME,
+                "deletionPolicy": "Delete",
+                "parameters": parameters,
+            },
+        )
 
 
 def _snapshot_first(
@@ -507,21 +513,25 @@ def _snapshot_first(
     snapshots: dict[str, tuple[str, float]],
     stats: dict[str, int],
 ) -> bool:
-    """Snapshot a share of bound claims before they are deleted (VolumeSnapshot → ready or failed or a
-    timeout → deleted → gone); True = wait, do not delete the claim yet."""
+    """Snapshot (or back up) a share of bound claims before they are deleted: VolumeSnapshot → ready or
+    failed or a timeout → for a share of the ready ones, a restore claim from it → bound (or a timeout) →
+    that claim deleted and gone → the VolumeSnapshot deleted → gone. True = wait, do not delete the claim
+    yet."""
     now = time.monotonic()
     phase, since = snapshots.get(claim, ("", now))
     name = f"snap-{claim}"
+    restore = f"restore-{claim}"
     if not phase:
         if rng.random() >= SNAPSHOT_FRACTION:
             snapshots[claim] = ("skipped", now)
             return False
+        backup = rng.random() < BACKUP_FRACTION
         body = {
             "apiVersion": "snapshot.storage.k8s.io/v1",
             "kind": "VolumeSnapshot",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {
-                "volumeSnapshotClassName": SNAPSHOT_CLASS,
+                "volumeSnapshotClassName": BACKUP_CLASS if backup else SNAPSHOT_CLASS,
                 "source": {"persistentVolumeClaimName": claim},
             },
         }
@@ -530,14 +540,55 @@ def _snapshot_first(
         except KubeError:
             return False
         snapshots[claim] = ("taking", now)
-        stats["snapshots"] = stats.get("snapshots", 0) + 1
+        kind = "backups" if backup else "snapshots"
+        stats[kind] = stats.get(kind, 0) + 1
         return True
     if phase == "taking":
         status = (sim.get("volumesnapshots", "default", name) or {}).get("status") or {}
         done = status.get("readyToUse") is True or bool(status.get("error"))
+        if status.get("readyToUse") is True and rng.random() < RESTORE_FRACTION:
+            stats["snapshots_ready"] = stats.get("snapshots_ready", 0) + 1
+            pvc = sim.get("persistentvolumeclaims", "default", claim) or {}
+            source = (pvc.get("spec") or {}).get("storageClassName") or "chaos-rbd"
+            body = objects.claim(
+                restore,
+                source,
+                size=str(status.get("restoreSize") or "1Gi"),
+                data_source={"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": name},
+            )
+            try:
+                kube.create("persistentvolumeclaims", body, namespace="default")
+            except KubeError:
+                return True
+            stats["restores"] = stats.get("restores", 0) + 1
+            snapshots[claim] = ("restoring", now)
+            return True
         if done or now - since > SNAPSHOT_WAIT_SECONDS:
             if status.get("readyToUse") is True:
                 stats["snapshots_ready"] = stats.get("snapshots_ready", 0) + 1
+            try:
+                kube.delete("volumesnapshots", name, namespace="default")
+            except KubeError:
+                return True
+            snapshots[claim] = ("deleting", now)
+        return True
+    if phase == "restoring":
+        restored = sim.get("persistentvolumeclaims", "default", restore) or {}
+        bound = (restored.get("status") or {}).get("phase") == "Bound"
+        if bound or now - since > RESTORE_WAIT_SECONDS:
+            if bound:
+                stats["restores_bound"] = stats.get("restores_bound", 0) + 1
+            try:
+                kube.delete("persistentvolumeclaims", restore, namespace="default")
+            except KubeError:
+                return True
+            snapshots[claim] = ("unrestoring", now)
+        return True
+    if phase == "unrestoring":
+        if (
+            sim.get("persistentvolumeclaims", "default", restore) is None
+            or now - since > RESTORE_WAIT_SECONDS
+        ):
             try:
                 kube.delete("volumesnapshots", name, namespace="default")
             except KubeError:
@@ -553,7 +604,12 @@ def _snapshot_first(
 
 
 def _our_snapshots(emu: CinderEmulator) -> list[dict[str, Any]]:
-    return [s for s in emu.snapshots() if (s.get("metadata") or {}).get(names.META_CLUSTER) == "chaos"]
+    """This cluster's Cinder snapshots and backups (both are what a VolumeSnapshotContent gives back)."""
+    return [
+        s
+        for s in [*emu.snapshots(), *emu.backups()]
+        if (s.get("metadata") or {}).get(names.META_CLUSTER) == "chaos"
+    ]
 
 
 def _leaked_snapshots(sim: KubeSimulator, emu: CinderEmulator) -> list[dict[str, Any]]:
