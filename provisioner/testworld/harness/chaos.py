@@ -744,10 +744,6 @@ def _defects(summary: dict[str, Any]) -> int:
     return int(sum(summary[k] for k in keys) + summary["worker_deaths"] + audit)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _forensics(
     out: Any, volume: dict[str, Any], calls: list[Any], requests: list[Any], timeline: list[tuple[float, str]]
 ) -> None:
@@ -770,3 +766,7 @@ def _forensics(
         story = [(at, line) for at, line in story if first <= at <= last]
     for at, line in sorted(story):
         print(f"    {at - t0:9.3f} {line}", file=out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
