@@ -37,6 +37,27 @@ def other_create_in_flight(ctx: Context, pvc: Obj) -> float:
     return max(0.0, sent + ctx.settings.create_in_flight_seconds - ctx.wall())
 
 
+def never_created(ctx: Context, pvc: Obj) -> bool:
+    """No replica can have sent a create for this claim: the lookup by name may be skipped.
+
+    Every create is preceded, in the same patch, by our intent finalizer, the step annotation and the
+    ``create-attempt`` mark (``_create`` → ``persist_intent``), and only ``drop_intent`` removes them,
+    once the PV exists or the claim is bound. So a claim carrying none of the three has no volume of
+    ours, *if* the copy is current: the caller proves that by making its intent patch conditional on
+    this copy's ``resourceVersion`` (``persist_intent(expect_version=…)``). Without an identity no
+    attempt mark is ever written, so nothing is proven.
+    """
+    meta = pvc["metadata"]
+    ann = meta.get("annotations") or {}
+    return bool(
+        ctx.settings.identity
+        and meta.get("resourceVersion")
+        and names.PVC_PROVISIONING_FINALIZER not in (meta.get("finalizers") or [])
+        and names.ANN_CREATE_ATTEMPT not in ann
+        and names.ANN_PROVISIONING_STEP not in ann
+    )
+
+
 def class_name_of(pvc: Obj) -> str:
     """The claim's StorageClass name: the beta annotation wins, like kube-controller-manager."""
     ann = pvc["metadata"].get("annotations") or {}
@@ -75,14 +96,19 @@ def persist_intent(
     *,
     extra: Mapping[str, str] | None = None,
     cloud: str | None = None,
+    expect_version: str | None = None,
 ) -> Obj | None:
     """Add our finalizer (+ step, ``extra`` and cloud annotations) with a uid test; the live claim, or None.
 
     The cloud is recorded with the intent so that abandoning the claim later finds its volume on the right
-    cloud even when the StorageClass is gone by then (deleted together with the claim).
+    cloud even when the StorageClass is gone by then (deleted together with the claim). With
+    ``expect_version`` the patch also tests the claim's ``resourceVersion``: it applies only to exactly
+    the copy the caller decided on (a failed test is a 422, ``KubeInvalid``).
     """
     meta = pvc["metadata"]
     ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
+    if expect_version is not None:
+        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": expect_version})
     finalizers = meta.get("finalizers")
     if finalizers is None:
         ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})

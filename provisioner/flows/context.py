@@ -50,6 +50,10 @@ class Hint:
     deadline_warned: bool = False
     #: monotonic time of the next due Cinder poll: events before it (our own patches, resyncs) do not poll
     next_poll_at: float = 0.0
+    #: the claim must be looked up by name before any create (an intent patch found the cache stale)
+    look_up: bool = False
+    #: the "creating Cinder volume" Event was recorded (only for a create still pending at its first poll)
+    announced: bool = False
 
 
 class Hints:

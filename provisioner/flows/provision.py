@@ -34,10 +34,12 @@ from provisioner.domain.errors import (
     ConfigError,
     InvalidInput,
     KubeAlreadyExists,
+    KubeConflict,
     KubeError,
+    KubeInvalid,
     ProvisionerError,
 )
-from provisioner.domain.model import DELETING, ERROR, CreateVolumeRequest, Volume, VolumeId
+from provisioner.domain.model import CREATING, DELETING, ERROR, CreateVolumeRequest, Volume, VolumeId
 from provisioner.domain.outcome import DONE, Outcome, error, final, requeue
 from provisioner.domain.params import ClassParams, parse_class_fields, parse_class_parameters
 from provisioner.domain.quantity import quantity_to_gib
@@ -50,6 +52,7 @@ from provisioner.flows.claims import (
     drop_intent,
     is_ours,
     lookup_volume,
+    never_created,
     other_create_in_flight,
     persist_intent,
 )
@@ -120,6 +123,8 @@ class VolumeState:
     waited: float = 0.0  # seconds since this replica started on the claim
     deadline_warned: bool = False
     adoption: Adopt | Refuse | None = None  # for an adopting claim: the verdict on the named volume
+    fresh: bool = False  # no replica can have sent a create (no lookup was made; see never_created)
+    unannounced: bool = False  # no "creating Cinder volume" Event was recorded for this claim yet
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,6 +168,7 @@ class Wait:
     delay: float = 0.0
     poll: bool = False
     warn: str | None = None
+    note: str | None = None  # a Normal ``Provisioning`` Event first
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,7 +188,13 @@ class ResolveDuplicates:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Create:
-    """No volume yet: record intent and the attempt, then create it."""
+    """No volume yet: record intent and the attempt, then create it.
+
+    ``fresh``: Cinder was not asked (the claim never carried a create mark), so the intent patch must
+    apply to exactly the claim that was observed (its resourceVersion is tested).
+    """
+
+    fresh: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,7 +283,7 @@ def decide_volume(c: ClaimState, v: VolumeState, limits: Limits) -> Step:
     if volume is None:
         if v.in_flight_wait > 0:
             return Wait(reason="previous_create_in_flight", delay=v.in_flight_wait)
-        return Create()
+        return Create(fresh=v.fresh)
     if not c.intent:
         return PersistIntent()
     if volume.status in WAITING:
@@ -281,7 +293,10 @@ def decide_volume(c: ClaimState, v: VolumeState, limits: Limits) -> Step:
                 f"Cinder volume {volume.id} still {volume.status} after "
                 f"{limits.create_deadline_seconds:.0f}s; still waiting"
             )
-        return Wait(reason="waiting", poll=True, warn=warn)
+        note = None
+        if v.unannounced and volume.status == CREATING:
+            note = f"creating Cinder volume {volume.id} ({names.pv_name_for(c.uid)})"
+        return Wait(reason="waiting", poll=True, warn=warn, note=note)
     if volume.status == DELETING:
         return Wait(reason="deleting", poll=True)
     if volume.status in FAILED:
@@ -507,7 +522,7 @@ def _check_restore_annotation(pvc: Obj) -> None:
 
 
 def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
-    """Ask Cinder for the claim's volume (one or two read calls)."""
+    """Ask Cinder for the claim's volume (one or two read calls; none for a claim never created)."""
     uid = pvc["metadata"]["uid"]
     hint = ctx.hints.get(uid)
     cinder = ctx.cinder(params.cloud)
@@ -515,10 +530,13 @@ def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
         error_volumes=hint.error_volumes,
         waited=ctx.clock() - hint.started,
         deadline_warned=hint.deadline_warned,
+        unannounced=not hint.announced,
     )
     adopt_id = adopt_volume_id(pvc)
     if adopt_id is not None:
         return replace(base, adoption=_check_named_volume(ctx, cinder, pvc, params, adopt_id))
+    if hint.volume_id is None and not hint.look_up and never_created(ctx, pvc):
+        return replace(base, fresh=True)  # no create mark: nothing to look up (the intent patch proves it)
     try:
         volume = lookup_volume(ctx, cinder, names.pv_name_for(uid), hint)
     except CinderAmbiguous:
@@ -654,6 +672,9 @@ def execute(ctx: Context, s: _Seen, step: Step) -> Outcome | None:
         return _fail(ctx, pvc, s.claim.class_name, step.reason, step.message, retry=step.retry)
     if isinstance(step, Wait):
         hint = ctx.hints.get(uid)
+        if step.note is not None:
+            hint.announced = True
+            ctx.events.event(pvc, "Normal", PROVISIONING, step.note)
         if step.warn is not None:
             hint.deadline_warned = True
             ctx.events.event(pvc, "Warning", PROVISIONING_FAILED, step.warn)
@@ -673,7 +694,7 @@ def execute(ctx: Context, s: _Seen, step: Step) -> Outcome | None:
         remove_duplicates(ctx, cinder, pvc, candidates, keep=keeper.id if keeper else None)
         return requeue(ctx.poll_delay(ctx.hints.get(uid)), "duplicates")
     if isinstance(step, Create):
-        return _create(ctx, pvc, sc=s.sc, params=s.params, cinder=cinder)
+        return _create(ctx, pvc, sc=s.sc, params=s.params, cinder=cinder, fresh=step.fresh)
     if isinstance(step, ReplaceErrorVolume):
         hint = ctx.hints.get(uid)
         hint.error_volumes += 1
@@ -700,12 +721,32 @@ def execute(ctx: Context, s: _Seen, step: Step) -> Outcome | None:
     return error("unexpected_step", f"no executor for {type(step).__name__}")  # LookUp never gets here
 
 
-def _create(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any) -> Outcome:
+def _create(
+    ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, fresh: bool = False
+) -> Outcome:
+    """Intent + attempt mark (one patch), then the create; straight on to the export if it is final.
+
+    ``fresh``: the volume was not looked up because the observed claim carries no create mark; the patch
+    tests that claim's resourceVersion, so it lands only if no replica marked a create since. If the
+    test fails the cache was behind: the next round looks the volume up by name like any other.
+    """
     cloud = params.cloud or ctx.settings.default_cloud
+    uid = pvc["metadata"]["uid"]
     attempt = {names.ANN_CREATE_ATTEMPT: f"{ctx.settings.identity} {ctx.wall():.3f}"}
-    live = persist_intent(
-        ctx, pvc, step="creating-volume", extra=attempt if ctx.settings.identity else None, cloud=cloud
-    )
+    try:
+        live = persist_intent(
+            ctx,
+            pvc,
+            step="creating-volume",
+            extra=attempt if ctx.settings.identity else None,
+            cloud=cloud,
+            expect_version=pvc["metadata"].get("resourceVersion") if fresh else None,
+        )
+    except (KubeInvalid, KubeConflict):
+        if not fresh:
+            raise
+        ctx.hints.get(uid).look_up = True
+        return requeue(0.0, "claim_changed")
     if live is None:
         return requeue(0.0, "claim_changed")
     meta = live["metadata"]
@@ -748,7 +789,11 @@ def _create(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any
         volume_id=volume.id,
         size_gib=volume.size_gib,
     )
-    ctx.events.event(live, "Normal", PROVISIONING, f"creating Cinder volume {volume.id} ({pv_name})")
+    if volume.status in EXPORTABLE and not _restores_backup(live, volume):
+        # Cinder's answer is already final: no status poll (a get) before the export.
+        return _bind(ctx, live, sc=sc, params=params, cinder=cinder, volume=volume)
+    # The "creating" Event is recorded by the first poll that still finds it creating (decide_volume):
+    # a create that is done by then needs no Event besides ProvisioningSucceeded, which names the volume.
     return requeue(ctx.poll_delay(hint), "creating")
 
 

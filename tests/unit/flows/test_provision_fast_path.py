@@ -1,0 +1,217 @@
+"""The provision flow's fast path: no lookup for a claim never marked, no poll after a final create answer,
+one Event per claim when the create is done by its first poll. Each test states what keeps it crash-safe."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from provisioner.domain import names
+from provisioner.domain.model import (
+    AVAILABLE,
+    Attachment,
+    ConnectionInfo,
+    Connector,
+    CreateVolumeRequest,
+    Volume,
+    VolumeId,
+)
+from provisioner.flows.claims import never_created
+from provisioner.flows.provision import (
+    ClaimState,
+    Create,
+    Limits,
+    VolumeState,
+    Wait,
+    decide_volume,
+    reconcile_claim,
+)
+from tests.fakes.ports import FakeCinder, make_context
+
+UID = "0e572045-ae5a-491c-83e4-6b55e6dfa8be"
+PV = names.pv_name_for(UID)
+INTENT = ClaimState(key="ns/data", uid=UID, class_name="fast", intent=True)
+LIMITS = Limits()
+
+
+#: An RBD export the PV mapping accepts (the shared fake's has no ports).
+RBD = ConnectionInfo(
+    driver_volume_type="rbd",
+    data={"name": "pool/vol", "hosts": ["10.0.0.1"], "ports": ["6789"], "auth_enabled": False},
+)
+
+
+class _Cinder(FakeCinder):
+    """The shared fake, with an export the mapping accepts."""
+
+    def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
+        attachment = replace(super().create_attachment(volume_id, connector), connection_info=RBD)
+        self.attachments[attachment.id] = attachment
+        return attachment
+
+
+def _world(**kw: Any) -> Any:
+    kw.setdefault("clouds", {"default": _Cinder(name="default")})
+    world = make_context(**kw)
+    world.kube.put(
+        "storageclasses",
+        {"metadata": {"name": "fast"}, "provisioner": names.DEFAULT_PROVISIONER_NAME, "parameters": {}},
+    )
+    world.kube.put(
+        "persistentvolumeclaims",
+        {
+            "metadata": {"name": "data", "namespace": "ns", "uid": UID},
+            "spec": {
+                "storageClassName": "fast",
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    return world
+
+
+def _claim_patches(world: Any) -> list[Any]:
+    return [c[5] for c in world.kube.calls if c[0] == "patch" and c[1] == "persistentvolumeclaims"]
+
+
+def _settle(world: Any) -> None:
+    world.cinder.tick()
+    world.clock.advance(60.0)
+
+
+def test_a_claim_never_marked_is_created_without_a_lookup_and_the_intent_patch_tests_its_version() -> None:
+    """No create mark on the claim: no find_volume; the one intent patch tests uid and resourceVersion."""
+    world = _world()
+    version = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]["resourceVersion"]
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert ("requeue", "creating") == (outcome.kind, outcome.reason)
+    assert ["create_volume"] == world.cinder.methods_called()
+    (patch,) = _claim_patches(world)
+    assert {"op": "test", "path": "/metadata/uid", "value": UID} == patch[0]
+    assert {"op": "test", "path": "/metadata/resourceVersion", "value": version} == patch[1]
+    live = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    assert [names.PVC_PROVISIONING_FINALIZER] == live["finalizers"]
+    assert live["annotations"][names.ANN_CREATE_ATTEMPT].startswith("replica-0 ")
+
+
+def test_a_whole_provision_is_four_cinder_calls_two_claim_patches_and_one_event() -> None:
+    """Create, one status poll, attachment create + complete; intent + release; ProvisioningSucceeded only."""
+    world = _world()
+    reconcile_claim(world.ctx, "ns/data")
+    _settle(world)
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert "done" == outcome.kind
+    expected = ["create_volume", "get_volume", "create_attachment", "complete_attachment"]
+    assert expected == world.cinder.methods_called()
+    assert 2 == len(_claim_patches(world))
+    assert ["ProvisioningSucceeded"] == [e.reason for e in world.events.calls]
+    assert world.kube.find("persistentvolumes", PV) is not None
+
+
+def test_a_create_still_pending_at_its_first_poll_is_announced_once() -> None:
+    """A slow create: the first poll that finds it creating records the Provisioning Event, later ones not."""
+    world = _world()
+    reconcile_claim(world.ctx, "ns/data")
+    for _ in range(3):
+        world.clock.advance(60.0)
+        assert "requeue" == reconcile_claim(world.ctx, "ns/data").kind
+    (event,) = world.events.calls
+    assert ("Normal", "Provisioning") == (event.type, event.reason)
+    assert f"creating Cinder volume default-vol-1 ({PV})" == event.message
+    _settle(world)
+    reconcile_claim(world.ctx, "ns/data")
+    assert ["Provisioning", "ProvisioningSucceeded"] == [e.reason for e in world.events.calls]
+
+
+def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> None:
+    """Another replica marked a create the cache does not show yet: our patch is refused, no create is
+    sent, and the next round asks Cinder by name (and waits out the other replica's attempt)."""
+    world = _world(live_caches=False)
+    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+    other = f"replica-9 {world.ctx.wall():.3f}"
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"metadata": {"annotations": {names.ANN_CREATE_ATTEMPT: other}}},
+        namespace="ns",
+    )
+    world.kube.calls.clear()
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert ("requeue", "claim_changed") == (outcome.kind, outcome.reason)
+    assert [] == world.cinder.methods_called()
+    assert world.ctx.hints.get(UID).look_up
+    # The cache catches up; now the other replica's attempt is visible: wait for it, then look up.
+    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert ("requeue", "previous_create_in_flight") == (outcome.kind, outcome.reason)
+    world.clock.advance(world.ctx.settings.create_in_flight_seconds + 1.0)
+    reconcile_claim(world.ctx, "ns/data")
+    assert ["find_volume", "find_volume", "create_volume"] == world.cinder.methods_called()
+
+
+def test_even_with_a_current_cache_a_looked_up_claim_keeps_looking_up() -> None:
+    """Once a version test failed, the claim is looked up by name on every later round (no fast path)."""
+    world = _world()
+    world.ctx.hints.get(UID).look_up = True
+    reconcile_claim(world.ctx, "ns/data")
+    assert ["find_volume", "create_volume"] == world.cinder.methods_called()
+    (patch,) = _claim_patches(world)
+    assert all(op["path"] != "/metadata/resourceVersion" for op in patch)
+
+
+class _FinalCinder(_Cinder):
+    """A cloud whose create answer is already final (``available``)."""
+
+    def create_volume(self, request: CreateVolumeRequest) -> Volume:
+        volume = super().create_volume(request)
+        return self.add_volume(
+            volume.id, status=AVAILABLE, name=volume.name, size_gib=volume.size_gib, metadata=volume.metadata
+        )
+
+
+def test_a_final_create_answer_goes_straight_to_the_export_without_a_get() -> None:
+    """Create answered available: export and PV in the same reconcile, no get_volume, one Event."""
+    world = _world(clouds={"default": _FinalCinder(name="default")})
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert "done" == outcome.kind
+    cinder = world.clouds["default"]
+    assert ["create_volume", "create_attachment", "complete_attachment"] == cinder.methods_called()
+    assert ["ProvisioningSucceeded"] == [e.reason for e in world.events.calls]
+    assert 2 == len(_claim_patches(world))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param({}, True, id="pristine"),
+        pytest.param({"identity": ""}, False, id="no-identity-no-marks-ever"),
+        pytest.param({"finalizers": [names.PVC_PROVISIONING_FINALIZER]}, False, id="intent"),
+        pytest.param({"annotations": {names.ANN_CREATE_ATTEMPT: "r 1"}}, False, id="attempt"),
+        pytest.param({"annotations": {names.ANN_PROVISIONING_STEP: "creating-volume"}}, False, id="step"),
+        pytest.param({"resourceVersion": ""}, False, id="no-version-to-test"),
+    ],
+)
+def test_never_created(change: dict[str, Any], expected: bool) -> None:
+    """Only a claim without any of our create marks, with a version to test, under an identity."""
+    world = make_context(identity=change.pop("identity", "replica-0"))
+    meta: dict[str, Any] = {"name": "data", "namespace": "ns", "uid": UID, "resourceVersion": "7"}
+    meta.update(change)
+    assert expected == never_created(world.ctx, {"metadata": meta})
+
+
+def test_decide_volume_fast_path_steps() -> None:
+    """fresh → Create(fresh); an unannounced creating volume → a Wait that notes it; announced → none."""
+    assert Create(fresh=True) == decide_volume(INTENT, VolumeState(fresh=True), LIMITS)
+    creating = Volume(id=VolumeId("v1"), name=PV, status="creating", size_gib=1)
+    noted = decide_volume(INTENT, VolumeState(volume=creating, unannounced=True), LIMITS)
+    assert Wait(reason="waiting", poll=True, note=f"creating Cinder volume v1 ({PV})") == noted
+    assert Wait(reason="waiting", poll=True) == decide_volume(INTENT, VolumeState(volume=creating), LIMITS)
+    restoring = replace(creating, status="restoring-backup")
+    assert Wait(reason="waiting", poll=True) == decide_volume(
+        INTENT, VolumeState(volume=restoring, unannounced=True), LIMITS
+    )
