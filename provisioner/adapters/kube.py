@@ -147,8 +147,8 @@ class KubeAdapter:
         self,
         configuration: Any,
         *,
-        qps: float = 50.0,
-        burst: int = 100,
+        qps: float = 200.0,
+        burst: int = 400,
         request_timeout: float = 30.0,
         pool_size: int = 32,
     ) -> None:

@@ -104,13 +104,13 @@ class ProvisionerConfig:
     #: Where provisioner-owned Secrets (CHAP, cephx) are written; defaults to ``namespace``.
     secret_namespace: str = "cinder-provisioner"  # noqa: S105 - a namespace name, not a secret
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
-    #: Reconcile worker threads.
-    workers: int = 8
+    #: Reconcile worker threads (twice the Cinder cap: a worker waits out its Cinder call).
+    workers: int = 32
     #: Maximum Cinder HTTP calls in flight at once (per cloud).
     cinder_max_in_flight: int = 16
     #: Kubernetes client rate limit (queries per second, burst).
-    kube_qps: float = 50.0
-    kube_burst: int = 100
+    kube_qps: float = 200.0
+    kube_burst: int = 400
     #: host:port for /metrics, /healthz and /readyz.
     metrics_bind_address: str = "0.0.0.0:8080"
     #: Give up waiting (Warning event, keep retrying slowly) after this long in creating / deleting.
@@ -365,8 +365,8 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
     if not leader.renew_deadline > 1.2 * leader.retry_period:
         raise ConfigError(p + "renew_deadline", "must be greater than 1.2 x leader_election.retry_period")
 
-    kube_qps = _float(data, "kube_qps", 50.0, lo=0.1, hi=100_000.0)
-    kube_burst = _int(data, "kube_burst", 100, lo=1, hi=100_000)
+    kube_qps = _float(data, "kube_qps", 200.0, lo=0.1, hi=100_000.0)
+    kube_burst = _int(data, "kube_burst", 400, lo=1, hi=100_000)
     if kube_burst < kube_qps:
         raise ConfigError("kube_burst", f"must be ≥ kube_qps ({kube_qps:g})")
     address = _bind_address(_str(data, "metrics_bind_address", "0.0.0.0:8080"))
@@ -381,7 +381,7 @@ def _build(data: dict[str, Any], *, env: Mapping[str, str], base_dir: Path | Non
         namespace=namespace,
         secret_namespace=secret_namespace,
         connector=connector,
-        workers=_int(data, "workers", 8, lo=1, hi=512),
+        workers=_int(data, "workers", 32, lo=1, hi=512),
         cinder_max_in_flight=_int(data, "cinder_max_in_flight", 16, lo=1, hi=1024),
         kube_qps=kube_qps,
         kube_burst=kube_burst,

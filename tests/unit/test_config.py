@@ -45,7 +45,7 @@ def test_defaults() -> None:
     """A minimal config gets the documented defaults."""
     c = ProvisionerConfig.from_mapping(minimal())
     le = c.leader_election
-    expected = (names.DEFAULT_PROVISIONER_NAME, "main", 8, 16, 50.0, 100, 15.0, 10.0, 2.0, "info")
+    expected = (names.DEFAULT_PROVISIONER_NAME, "main", 32, 16, 200.0, 400, 15.0, 10.0, 2.0, "info")
     actual = (
         c.provisioner_name,
         c.default_cloud,
