@@ -17,6 +17,7 @@ Usage::
 Backend profiles (each becomes an ``enabled_backends`` entry and a volume type of the same name, routed by
 ``volume_backend_name``): ``rbd``, ``rbd-cephx`` (cephx user + keyring in the connection info), ``iscsi``,
 ``iscsi-chap`` (session and discovery CHAP), ``iscsi-multipath`` (two portals when the connector asks),
+``iscsi-tgt`` (exported through a real tgtd by Cinder's own TgtAdm; see ``real_cinder.tgt``),
 and ``ceph``: Cinder's own RBD driver on a real throwaway Ceph cluster (``ceph=`` a running
 ``real_cinder.ceph.CephCluster``; the child then imports Debian's rados/rbd bindings).
 """
@@ -52,6 +53,7 @@ CEPHX_USER = "cinder"
 CEPHX_KEY = "AQBzZXJ2ZXJzZWNyZXRrZXlmb3J0ZXN0czAwMDAwMA=="
 
 _DRIVER = "provisioner.testworld.real_cinder.file_driver.FileVolumeDriver"
+_TGT_DRIVER = "provisioner.testworld.real_cinder.tgt_driver.TgtFileVolumeDriver"
 #: The backend profile that is Cinder's own RBD driver on a real Ceph cluster.
 CEPH_BACKEND = "ceph"
 _LOCAL = "127.0.0.1"
@@ -81,8 +83,10 @@ def _backend_options(profile: str, workdir: Path) -> dict[str, str]:
         }
     elif profile == "iscsi-multipath":
         options = {"file_connection_type": "iscsi", "file_iscsi_portals": "127.0.0.1:3260,127.0.0.2:3260"}
+    elif profile == "iscsi-tgt":  # a real tgtd: pass extra_config=tgt.TgtHandle.cinder_backend_config()
+        options = {"file_connection_type": "iscsi", "volume_driver": _TGT_DRIVER}
     else:
-        known = "rbd, rbd-cephx, iscsi, iscsi-chap, iscsi-multipath"
+        known = "rbd, rbd-cephx, iscsi, iscsi-chap, iscsi-multipath, iscsi-tgt"
         raise ValueError(f"unknown real-Cinder backend {profile!r}; known: {known}")
     return {
         "volume_driver": _DRIVER,
