@@ -326,7 +326,8 @@ def audit(observed: Observed, o: Options) -> Report:
 
     _volume_side(observed, o, refs, b)
     claims = {str(_meta(c).get("uid")): c for c in kube.pvcs}
-    _pv_side(pvs, o, volumes, complete, claims, b)
+    earlier_pvs = {str(_meta(p).get("uid")): p for p in (earlier.pvs if earlier else ())}
+    _pv_side(pvs, o, volumes, complete, claims, b, earlier_pvs)
     _snapshot_side(observed, o, refs, contents, b)
     findings = tuple(sorted(b.out, key=Finding.sort_key))
     return Report(
@@ -426,7 +427,10 @@ def _pv_side(  # noqa: PLR0917 - one private call site
     complete: set[str],
     claims: Mapping[str, Obj],
     b: _Builder,
+    earlier_pvs: Mapping[str, Obj],
 ) -> None:
+    """PV-side findings; ``earlier_pvs`` (uid → the PV as the look before Cinder saw it) tells a PV the
+    expand flow resized during the audit (its capacity changed between the looks) from a drift."""
     for pv in pvs:
         vid = pv_volume(pv, o.provisioner_name)
         if not vid:
@@ -481,7 +485,11 @@ def _pv_side(  # noqa: PLR0917 - one private call site
         }
         _wrong_volume(pv=pv, v=v, claim=claim, o=o, b=b, cloud=cloud, base=base)
         want = _capacity_bytes(pv)
-        resizing = v.status in RESIZING or _claim_grows(claims.get(str(claim.get("uid"))), want)
+        before = earlier_pvs.get(str(meta.get("uid")))
+        resized_meanwhile = before is not None and _capacity_bytes(before) != want  # the flow's last step
+        resizing = (
+            v.status in RESIZING or resized_meanwhile or _claim_grows(claims.get(str(claim.get("uid"))), want)
+        )
         if want is not None and not resizing and want != v.size_gib * GIB:
             b.add(
                 Kind.SIZE_DRIFT,

@@ -131,7 +131,9 @@ class AuditProbe:
                 self.false_positives[key] = f.detail
                 where = f"{f.k8s_kind}/{f.k8s_name}"
                 print(
-                    f"AUDIT FALSE POSITIVE {f.kind.value} {f.cinder_id} {where}: {f.detail}",
+                    f"AUDIT FALSE POSITIVE {f.kind.value} {f.cinder_id} {where}: {f.detail} "
+                    f"(status={f.cinder_status} age={f.age_seconds} attachments={f.attachments} "
+                    f"name={f.cinder_name})",
                     file=self.out,
                     flush=True,
                 )

@@ -394,3 +394,21 @@ def test_other_cluster_tags_are_never_ours() -> None:
     assert "c2" == f.cluster
     assert "tagged for cluster c2" in f.detail
     assert tags("u1")["netvol.io/cluster"] == CLUSTER
+
+
+def test_pv_resized_between_the_looks_is_not_a_size_drift() -> None:
+    """Cinder listed the volume before its extend; the PV grew (the flow's last step) between the looks."""
+    grown = {**pvc("u1"), "spec": {"volumeName": "pvc-u1", "resources": {"requests": {"storage": "2Gi"}}}}
+    kube = _looks(
+        {"pvs": [pv("u1", "v1", capacity="1Gi", attachment="a1")], "pvcs": [grown]},
+        {"pvs": [pv("u1", "v1", capacity="2Gi", attachment="a1")], "pvcs": [grown]},
+    )
+    cinder = observed([vol("v1", "u1", size=1, attachments=("a1",))]).clouds
+    assert [] == list(audit(Observed(clouds=cinder, kube=kube), options()).findings)
+    # the same PV at 2Gi in both looks against a 1 GiB volume is a drift
+    steady = _looks(
+        {"pvs": [pv("u1", "v1", capacity="2Gi", attachment="a1")], "pvcs": [grown]},
+        {"pvs": [pv("u1", "v1", capacity="2Gi", attachment="a1")], "pvcs": [grown]},
+    )
+    kinds = [f.kind for f in audit(Observed(clouds=cinder, kube=steady), options()).findings]
+    assert [K.SIZE_DRIFT] == kinds
