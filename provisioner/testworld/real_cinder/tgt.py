@@ -294,7 +294,7 @@ def unit_serial_number(
     result = _run_initiator(
         "iscsi-inq", lun_url(portal, iqn, lun), initiator=initiator, chap=chap, extra=("-e", "1", "-c", "128")
     )
-    match = re.search(r"^Unit Serial Number:(\S+)$", result.stdout, flags=re.MULTILINE)
+    match = re.search(r"^Unit Serial Number:\[?([^\]\s]+)\]?$", result.stdout, flags=re.MULTILINE)
     if result.returncode != 0 or match is None:
         return None, result
     return match.group(1), result

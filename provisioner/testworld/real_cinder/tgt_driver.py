@@ -24,14 +24,13 @@ Imported only inside the Cinder subprocess (it imports ``cinder``).
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
 from oslo_config import cfg
 from oslo_log import log as logging
 from oslo_utils import importutils
 
-from provisioner.testworld.real_cinder.file_driver import FileVolumeDriver
+from provisioner.testworld.real_cinder.file_driver import BACKUP_INITIATOR, FileVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +44,8 @@ tgt_driver_opts = [
 
 
 def _is_own_host(connector: Any) -> bool:
-    return bool((connector or {}).get("host") == socket.gethostname())
+    """cinder-backup in this process (recognised by its initiator, as the file driver does)."""
+    return bool((connector or {}).get("initiator") == BACKUP_INITIATOR)
 
 
 class TgtFileVolumeDriver(FileVolumeDriver):
