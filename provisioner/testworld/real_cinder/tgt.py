@@ -154,16 +154,31 @@ def _portal_open(host: str, port: int) -> bool:
     return False
 
 
+def _tgtadm(control_port: int, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["tgtadm", "-C", str(control_port), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def _stop(proc: subprocess.Popen[bytes], control_port: int, timeout: float = 10.0) -> None:
-    """``tgtadm --op delete --mode system`` (tgtd ignores SIGTERM), SIGKILL after ``timeout``; reaps."""
+    """Force-delete every target, then ``--op delete --mode system`` (tgtd ignores SIGTERM, and refuses
+    to stop while targets exist); SIGKILL after ``timeout``; reaps and removes the control sockets."""
     if proc.poll() is None:
         with contextlib.suppress(subprocess.TimeoutExpired, OSError):
-            subprocess.run(
-                ["tgtadm", "-C", str(control_port), "--op", "delete", "--mode", "system"],
-                capture_output=True,
-                timeout=timeout,
-                check=False,
+            shown = _tgtadm(
+                control_port, "--lld", "iscsi", "--op", "show", "--mode", "target", timeout=timeout
             )
+            for tid in re.findall(r"^Target (\d+): ", shown.stdout, flags=re.MULTILINE):
+                _tgtadm(
+                    control_port,
+                    *("--lld", "iscsi", "--op", "delete", "--force", "--mode", "target", "--tid", tid),
+                    timeout=timeout,
+                )
+            _tgtadm(control_port, "--op", "delete", "--mode", "system", timeout=timeout)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=timeout)
     if proc.poll() is None:
