@@ -23,6 +23,7 @@ import pytest
 from provisioner import csi_contract
 from provisioner.adapters.kube import KubeAdapter
 from provisioner.domain import names
+from provisioner.testworld import objects
 from provisioner.testworld.kube_sim import KubeSimulator
 from provisioner.testworld.real_cinder import tgt
 from tests.e2e.ceph_world import require
@@ -213,3 +214,43 @@ def test_chap_accounts_are_per_volume(world: World, tgt_cinder: TgtCinder) -> No
         world.kube.delete("persistentvolumeclaims", claim, namespace="default")
     wait_for(lambda: not world.our_volumes(), 30, "Cinder volumes gone")
     assert not {first.iqn, second.iqn} & set(tgt_cinder.target.target_names())
+
+
+def test_online_expand_reaches_the_lun(world: World, tgt_cinder: TgtCinder) -> None:
+    """1 Gi → 3 Gi while exported: Cinder extends in use, TgtAdm re-reads the file, the LUN says 3 GiB."""
+    body = objects.storage_class("grow", {"type": tgt.PROFILE, "volumeSource": "csi"})
+    body["allowVolumeExpansion"] = True
+    world.kube.create("storageclasses", body)
+    world.create_pvc("data", "grow", size="1Gi")
+    world.wait_bound("data", timeout=60)
+    login = _login_from_pv(world, "data")
+    size, result = tgt.read_capacity(
+        login.portal, login.iqn, login.lun, initiator=login.initiator, chap=login.chap
+    )
+    assert (0, 1 * _GIB) == (result.returncode, size), result.stderr
+
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
+        namespace="default",
+    )
+    wait_for(lambda: (world.pv_of("data") or {})["spec"]["capacity"] == {"storage": "3Gi"}, 30, "PV at 3Gi")
+    volume = world.cinder.get_volume(login.volume_id)
+    assert (3, "in-use") == (volume.size_gib, volume.status)
+    # same PV, same Secret: the target still takes them, and now reports the new size
+    again = _login_from_pv(world, "data")
+    assert (login.portal, login.iqn, login.lun, login.chap) == (
+        again.portal,
+        again.iqn,
+        again.lun,
+        again.chap,
+    )
+    size, result = tgt.read_capacity(
+        again.portal, again.iqn, again.lun, initiator=again.initiator, chap=again.chap
+    )
+    assert (0, 3 * _GIB) == (result.returncode, size), result.stderr
+
+    world.kube.delete("persistentvolumeclaims", "data", namespace="default")
+    wait_for(lambda: not world.our_volumes(), 30, "Cinder volume gone")
+    assert login.iqn not in tgt_cinder.target.target_names()
