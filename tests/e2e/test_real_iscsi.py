@@ -176,6 +176,10 @@ def test_initiator_logs_in_with_exactly_the_pv_and_secret(
         assert 0 != result.returncode
         _no_secret_in(result, login.chap.password)
 
+    # the secret is in neither daemon's log (tgtd's, and Cinder's at its tier log level)
+    for log in (target.log_path, tgt_cinder.cinder.log_path):
+        assert login.chap.password not in log.read_text(errors="replace"), log
+
     # deleting the claim deletes the attachment: Cinder's TgtAdm removes the target, then the volume goes
     world.kube.delete("persistentvolumeclaims", "data", namespace="default")
     wait_for(
