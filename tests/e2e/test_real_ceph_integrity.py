@@ -115,7 +115,21 @@ class Node:
     def stop(self) -> None:
         self.agent.stop()
         self.fake.cleanup()
+        self._reap_standin()
         shutil.rmtree(self.sock_dir, ignore_errors=True)
+
+    def _reap_standin(self) -> None:
+        """After a failed test (a volume still staged): detach the stand-in's loops, unmount its FUSE
+        mounts and stop its rbd-fuse processes, so no run leaves anything behind."""
+        left = self.leftovers()
+        for line in left["loops"]:
+            subprocess.run(["losetup", "-d", line.split(":", 1)[0]], capture_output=True, check=False)
+        for line in left["mounts"]:
+            mount_point = line.split()[4]
+            if str(self.standin) in mount_point:
+                subprocess.run(["umount", "-l", mount_point], capture_output=True, check=False)
+        for cmdline in left["rbd_fuse"]:
+            subprocess.run(["pkill", "-f", "-x", cmdline.strip()], capture_output=True, check=False)
 
 
 @pytest.fixture
