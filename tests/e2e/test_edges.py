@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from provisioner.domain import names
 from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
 from provisioner.testworld.objects import emulator_cloud
@@ -109,10 +111,13 @@ def test_duplicate_volumes_of_a_claim_are_resolved_not_a_dead_end(world: World) 
         world.cinder.create_volume(
             CreateVolumeRequest(name=names.pv_name_for(uid), size_gib=1, volume_type="rbd", metadata=tags)
         )
+    # Every create is preceded by its mark on the claim (the crash-safety rule): the old leader's is there,
+    # an hour old, so no create of it can still land and the new leader looks the volumes up at once.
+    mark = f"old-leader {time.time() - 3600:.3f}"
     world.kube.patch(
         "persistentvolumeclaims",
         "data",
-        {"metadata": {"annotations": {names.ANN_SELECTED_NODE: "node-1"}}},
+        {"metadata": {"annotations": {names.ANN_SELECTED_NODE: "node-1", names.ANN_CREATE_ATTEMPT: mark}}},
         namespace="default",
     )
     world.wait_bound("data", timeout=20)
