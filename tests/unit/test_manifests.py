@@ -303,7 +303,13 @@ DESIGN_GRANTS = {
 NOT_THE_CONTROLLER = ("testworld", "sandbox.py")
 #: Commands people run with their own kubeconfig (the backup team's, the admin's audit): not the controller's
 #: service account, so not its RBAC.
-USER_COMMANDS = ("cli/snapshot.py", "cli/snapshots.py", "cli/restore.py", "cli/backup_team.py", "cli/audit.py")
+USER_COMMANDS = (
+    "cli/snapshot.py",
+    "cli/snapshots.py",
+    "cli/restore.py",
+    "cli/backup_team.py",
+    "cli/audit.py",
+)
 
 
 def controller_calls() -> set[tuple[str, str]]:
