@@ -2,8 +2,11 @@
 
 Why raw JSON: the generated model classes cost milliseconds per object to (de)serialize and several KiB of
 memory each; the controller's budget is ≤ 2 ms CPU per PVC and ≤ 10 KiB per cached object. So requests go
-through ``ApiClient.param_serialize`` / ``call_api`` (same config, TLS, auth and connection pool as the
-typed APIs) and responses are parsed once with ``json.loads``. Every failure becomes a ``KubeError``.
+through the client's own ``RESTClientObject`` (same config, TLS, auth and connection pool as the typed
+APIs) and responses are parsed once with ``json.loads``. The URL prefix, default headers and auth header
+that ``ApiClient.param_serialize`` would recompute on every request (running the kubeconfig's token
+refresh hook each time, ~20 % of a request's CPU) are taken once every ``AUTH_REFRESH_SECONDS``.
+Every failure becomes a ``KubeError``.
 A token bucket enforces the configured client QPS / burst (the Python client has none).
 """
 
@@ -15,6 +18,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 import kubernetes
 import urllib3
@@ -30,6 +34,10 @@ from provisioner.domain.errors import (
     KubeTooManyRequests,
     KubeUnavailable,
 )
+
+#: How long the auth header (and URL prefix, default headers) is reused before the client's refresh hook
+#: runs again: far below any token's lifetime (in-cluster tokens are re-read about once a minute).
+AUTH_REFRESH_SECONDS = 5.0
 
 PatchType = Literal["json", "merge", "strategic"]
 _PATCH_CONTENT_TYPES: Mapping[PatchType, str] = {
@@ -151,6 +159,7 @@ class KubeAdapter:
         burst: int = 400,
         request_timeout: float = 30.0,
         pool_size: int = 32,
+        clock: Any = time.monotonic,
     ) -> None:
         configuration.connection_pool_maxsize = pool_size
         self._api = ApiClient(configuration)
@@ -160,6 +169,24 @@ class KubeAdapter:
         #: requests sent by method (benchmarks and tests read it)
         self.requests_by_method: dict[str, int] = {}
         self._watch_lock = threading.Lock()
+        self._clock = clock  # when the auth header is due for a refresh
+        self._prepared: tuple[float, str, dict[str, str]] | None = None
+        self._prepared_lock = threading.Lock()
+
+    def _prefix_and_headers(self) -> tuple[str, dict[str, str]]:
+        """The server URL and the headers every request carries (defaults + auth), refreshed every few s."""
+        now = self._clock()
+        prepared = self._prepared
+        if prepared is not None and now < prepared[0]:
+            return prepared[1], prepared[2]
+        with self._prepared_lock:
+            headers: dict[str, str] = dict(self._api.default_headers)
+            # What ApiClient.update_params_for_auth does for "BearerToken" (runs the refresh hook).
+            for auth in self._api.configuration.auth_settings().values():
+                if auth.get("in") == "header" and auth.get("value"):
+                    headers[str(auth["key"])] = str(auth["value"])
+            self._prepared = (now + AUTH_REFRESH_SECONDS, str(self._api.configuration.host), headers)
+            return self._prepared[1], self._prepared[2]
 
     def close(self) -> None:
         """Abort open watches and release the connection pool."""
@@ -204,18 +231,12 @@ class KubeAdapter:
     ) -> Any:
         self._bucket.acquire()
         self.requests_by_method[method] = self.requests_by_method.get(method, 0) + 1
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        host, common = self._prefix_and_headers()
+        headers = {**common, "Accept": "application/json", "Content-Type": content_type}
+        url = host + path + ("?" + urlencode(list(query)) if query else "")
         try:
-            method_, url, headers_, body_, _ = self._api.param_serialize(
-                method=method,
-                resource_path=path,
-                query_params=list(query) or None,
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            resp = self._api.call_api(
-                method_, url, header_params=headers_, body=body_, _request_timeout=timeout or self._timeout
+            resp = self._api.rest_client.request(
+                method, url, headers=headers, body=body, _request_timeout=timeout or self._timeout
             )
         except (urllib3.exceptions.HTTPError, OSError) as e:
             raise KubeUnavailable(f"{method} {path}: {e}") from e
