@@ -460,7 +460,7 @@ def make_cinder(
     ``tuning``: retry_attempts, retry_base_wait, retry_max_wait, page_size, sleep, clock.
     """
     try:
-        session = make_session(cloud)
+        session = make_session(cloud, pool_size=max_in_flight)
     except Exception as e:  # keystoneauth option errors: should have been caught by config validation
         raise translate(e, "make_session") from e
     return CinderAdapter(
