@@ -48,7 +48,15 @@ def settings_from(config: ProvisionerConfig, *, identity: str = "", **overrides:
         delete_deadline_seconds=config.delete_deadline_seconds,
         max_error_retries=config.max_error_retries,
         identity=identity,
-        **{"final_retry_seconds": config.final_retry_seconds, **overrides},
+        **{
+            "final_retry_seconds": config.final_retry_seconds,
+            # A create another replica sent can land up to its HTTP timeout later: the slowest cloud's
+            # timeout + 5 s margin (35 s at the default 30 s; a fixed 35 s was too short for a cloud
+            # configured with a longer timeout).
+            "create_in_flight_seconds": max((c.timeout_seconds for c in config.clouds.values()), default=30.0)
+            + 5.0,
+            **overrides,
+        },
     )
 
 

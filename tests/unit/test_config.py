@@ -350,3 +350,16 @@ def test_retry_liveness_and_sync_settings_reach_the_replica() -> None:
         ("cache_sync_deadline_seconds", "x"),
     ):
         assert key == error_field(minimal(**{key: bad}))
+
+
+def test_create_in_flight_wait_covers_the_slowest_clouds_timeout() -> None:
+    """Another replica's create is waited out for the slowest cloud's HTTP timeout + 5 s (35 s default)."""
+    from provisioner.runtime.wiring import settings_from
+
+    assert 35.0 == settings_from(ProvisionerConfig.from_mapping(minimal(), env={})).create_in_flight_seconds
+    slow = {**NOAUTH, "timeout_seconds": 120}
+    config = ProvisionerConfig.from_mapping(
+        minimal(clouds={"main": NOAUTH, "slow": slow}, default_cloud="main"), env={}
+    )
+    assert 125.0 == settings_from(config).create_in_flight_seconds
+    assert 5.0 == settings_from(config, create_in_flight_seconds=5.0).create_in_flight_seconds
