@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
-from provisioner.domain.errors import NotLeader
+from provisioner.domain import fence
 from provisioner.domain.model import (
     Attachment,
     AttachmentId,
@@ -68,7 +68,8 @@ MUTATIONS: Final = frozenset(
 
 
 class FencedCinder:
-    """A CinderPort that calls ``is_leader()`` before each mutation and raises NotLeader when False."""
+    """A CinderPort that calls ``is_leader()`` before each mutation and raises NotLeader when False, and
+    again (``domain.fence``) once the adapter holds its in-flight slot, right before the request is sent."""
 
     __slots__ = ("_inner", "_is_leader")
 
@@ -80,10 +81,6 @@ class FencedCinder:
     def inner(self) -> CinderPort:
         """The unfenced port (tests and diagnostics only)."""
         return self._inner
-
-    def _fence(self, operation: str) -> None:
-        if not self._is_leader():
-            raise NotLeader(operation)
 
     # reads
     @property
@@ -120,58 +117,58 @@ class FencedCinder:
 
     # mutations
     def create_volume(self, request: CreateVolumeRequest) -> Volume:
-        self._fence("create_volume")
-        return self._inner.create_volume(request)
+        with fence.guarded("create_volume", self._is_leader):
+            return self._inner.create_volume(request)
 
     def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:
-        self._fence("delete_volume")
-        self._inner.delete_volume(volume_id, cascade=cascade)
+        with fence.guarded("delete_volume", self._is_leader):
+            self._inner.delete_volume(volume_id, cascade=cascade)
 
     def extend_volume(self, volume_id: VolumeId, new_size_gib: int) -> None:
-        self._fence("extend_volume")
-        self._inner.extend_volume(volume_id, new_size_gib)
+        with fence.guarded("extend_volume", self._is_leader):
+            self._inner.extend_volume(volume_id, new_size_gib)
 
     def set_volume_metadata(self, volume_id: VolumeId, metadata: Mapping[str, str]) -> None:
-        self._fence("set_volume_metadata")
-        self._inner.set_volume_metadata(volume_id, metadata)
+        with fence.guarded("set_volume_metadata", self._is_leader):
+            self._inner.set_volume_metadata(volume_id, metadata)
 
     def create_attachment(self, volume_id: VolumeId, connector: Connector) -> Attachment:
-        self._fence("create_attachment")
-        return self._inner.create_attachment(volume_id, connector)
+        with fence.guarded("create_attachment", self._is_leader):
+            return self._inner.create_attachment(volume_id, connector)
 
     def complete_attachment(self, attachment_id: AttachmentId) -> None:
-        self._fence("complete_attachment")
-        self._inner.complete_attachment(attachment_id)
+        with fence.guarded("complete_attachment", self._is_leader):
+            self._inner.complete_attachment(attachment_id)
 
     def delete_attachment(self, attachment_id: AttachmentId) -> None:
-        self._fence("delete_attachment")
-        self._inner.delete_attachment(attachment_id)
+        with fence.guarded("delete_attachment", self._is_leader):
+            self._inner.delete_attachment(attachment_id)
 
     def reserve(self, volume_id: VolumeId) -> None:
-        self._fence("reserve")
-        self._inner.reserve(volume_id)
+        with fence.guarded("reserve", self._is_leader):
+            self._inner.reserve(volume_id)
 
     def initialize_connection(self, volume_id: VolumeId, connector: Connector) -> ConnectionInfo:
-        self._fence("initialize_connection")
-        return self._inner.initialize_connection(volume_id, connector)
+        with fence.guarded("initialize_connection", self._is_leader):
+            return self._inner.initialize_connection(volume_id, connector)
 
     def terminate_connection(self, volume_id: VolumeId, connector: Connector) -> None:
-        self._fence("terminate_connection")
-        self._inner.terminate_connection(volume_id, connector)
+        with fence.guarded("terminate_connection", self._is_leader):
+            self._inner.terminate_connection(volume_id, connector)
 
     def unreserve(self, volume_id: VolumeId) -> None:
-        self._fence("unreserve")
-        self._inner.unreserve(volume_id)
+        with fence.guarded("unreserve", self._is_leader):
+            self._inner.unreserve(volume_id)
 
     def create_snapshot(
         self, volume_id: VolumeId, *, name: str, metadata: Mapping[str, str], force: bool = False
     ) -> Snapshot:
-        self._fence("create_snapshot")
-        return self._inner.create_snapshot(volume_id, name=name, metadata=metadata, force=force)
+        with fence.guarded("create_snapshot", self._is_leader):
+            return self._inner.create_snapshot(volume_id, name=name, metadata=metadata, force=force)
 
     def delete_snapshot(self, snapshot_id: SnapshotId) -> None:
-        self._fence("delete_snapshot")
-        self._inner.delete_snapshot(snapshot_id)
+        with fence.guarded("delete_snapshot", self._is_leader):
+            self._inner.delete_snapshot(snapshot_id)
 
     def create_backup(
         self,
@@ -182,17 +179,17 @@ class FencedCinder:
         incremental: bool = False,
         force: bool = False,
     ) -> Backup:
-        self._fence("create_backup")
-        return self._inner.create_backup(
-            volume_id, name=name, metadata=metadata, incremental=incremental, force=force
-        )
+        with fence.guarded("create_backup", self._is_leader):
+            return self._inner.create_backup(
+                volume_id, name=name, metadata=metadata, incremental=incremental, force=force
+            )
 
     def delete_backup(self, backup_id: BackupId) -> None:
-        self._fence("delete_backup")
-        self._inner.delete_backup(backup_id)
+        with fence.guarded("delete_backup", self._is_leader):
+            self._inner.delete_backup(backup_id)
 
     def restore_backup(
         self, backup_id: BackupId, *, volume_id: VolumeId | None = None, name: str | None = None
     ) -> BackupRestore:
-        self._fence("restore_backup")
-        return self._inner.restore_backup(backup_id, volume_id=volume_id, name=name)
+        with fence.guarded("restore_backup", self._is_leader):
+            return self._inner.restore_backup(backup_id, volume_id=volume_id, name=name)

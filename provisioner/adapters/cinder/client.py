@@ -40,7 +40,7 @@ from provisioner.adapters.cinder.session import (
     pin_endpoint,
 )
 from provisioner.config.auth import CloudConfig
-from provisioner.domain import names
+from provisioner.domain import fence, names
 from provisioner.domain.errors import (
     CinderAmbiguous,
     CinderBadRequest,
@@ -145,6 +145,7 @@ class CinderAdapter(BackupOps):
     def _attempt(self, operation: str, fn: Callable[[], T], *, missing_ok: bool = False) -> T:
         started = self._clock()
         with self._slots:
+            fence.check_before_send()  # the slot may have taken seconds: does this replica still lead?
             forget_last_response()
             try:
                 result = fn()
