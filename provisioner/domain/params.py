@@ -179,8 +179,9 @@ def parse_class_parameters(
         if not isinstance(key, str) or key not in _PARAMETERS:
             close = difflib.get_close_matches(str(key), PARAMETER_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            shown = key if isinstance(key, str) and key.isprintable() else repr(key)[:80]
             raise InvalidInput(
-                f"parameters.{key}", f"unknown parameter{hint}; known: {', '.join(PARAMETER_KEYS)}"
+                f"parameters.{shown}", f"unknown parameter{hint}; known: {', '.join(PARAMETER_KEYS)}"
             )
         field_name, validate = _PARAMETERS[key]
         values[field_name] = validate(key, raw)

@@ -184,3 +184,9 @@ class AuditProbe:
             store.delete_volume(vid, cascade=True)
         if self._planted_pv:
             self.sim.delete("persistentvolumes", "", self._planted_pv)
+            # the simulator's PV protection removes its finalizer asynchronously, like the real one
+            deadline = time.monotonic() + 10
+            while self.sim.get("persistentvolumes", "", self._planted_pv) is not None:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
