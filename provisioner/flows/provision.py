@@ -887,6 +887,17 @@ def _create_objects(
         claim_uid = ((live.get("spec") or {}).get("claimRef") or {}).get("uid")
         live_vid = (live["metadata"].get("annotations") or {}).get(names.ANN_VOLUME_ID)
         if claim_uid == pvc["metadata"]["uid"] and live_vid == volume.id:
+            # An earlier attempt made this PV and died before letting the claim go; our cache had not shown
+            # the PV, so this attempt exported again and removed that attempt's attachment as stale. The PV
+            # must record the attachment that exists now, or its deletion would call ours foreign forever.
+            recorded = (live["metadata"].get("annotations") or {}).get(names.ANN_ATTACHMENT_ID)
+            if exported.attachment_id and recorded != exported.attachment_id:
+                live = ctx.kube.patch(
+                    "persistentvolumes",
+                    pv_name,
+                    {"metadata": {"annotations": {names.ANN_ATTACHMENT_ID: exported.attachment_id}}},
+                )
+                log_.info("pv_attachment_rerecorded", stale=recorded, attachment_id=exported.attachment_id)
             created = live
         else:
             # Not ours: never take a 409 as success (the leak the Go provisioner had). Give our volume back.

@@ -25,6 +25,7 @@ from provisioner.domain.errors import (
     CinderBadRequest,
     CinderConflict,
     CinderNotFound,
+    KubeAlreadyExists,
     KubeConflict,
     KubeNotFound,
 )
@@ -545,7 +546,11 @@ class FakeKube:
         return copy.deepcopy(self._live(resource, name, namespace))
 
     def create(self, resource: str, obj: Mapping[str, Any], *, namespace: str | None = None) -> Obj:
-        self._call("create", resource, obj.get("metadata", {}).get("name"), namespace)
+        name = obj.get("metadata", {}).get("name")
+        self._call("create", resource, name, namespace)
+        if name and self.find(resource, name, namespace) is not None:
+            # what the API server answers (409 AlreadyExists), never a silent overwrite
+            raise KubeAlreadyExists(f'{resource} "{name}" already exists')
         stored = copy.deepcopy(dict(obj))
         if namespace is not None:
             stored.setdefault("metadata", {})["namespace"] = namespace

@@ -755,7 +755,7 @@ def _forensics(
     t0 = min([c.at for c in calls] + [r.at for r in requests] or [0.0])
     story: list[tuple[float, str]] = list(timeline)
     for c in calls:
-        if vid in c.path or c.result_id == vid or (pv and pv in repr(c.body)):
+        if vid in c.path or c.result_id == vid or vid in repr(c.body) or (pv and pv in repr(c.body)):
             story.append((c.at, f"cinder {c.method} {c.path} {c.operation} -> {c.status} {c.request_id}"))
     for r in requests:
         if not r.watch and ((claim and claim in r.path) or (pv and pv in r.path)):

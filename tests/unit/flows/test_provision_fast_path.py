@@ -215,3 +215,35 @@ def test_decide_volume_fast_path_steps() -> None:
     assert Wait(reason="waiting", poll=True) == decide_volume(
         INTENT, VolumeState(volume=restoring, unannounced=True), LIMITS
     )
+
+
+def test_a_pv_left_by_a_crashed_attempt_records_the_attachment_that_exists_now() -> None:
+    """Crash after the PV create (intent still on), PV not in the cache yet: the next attempt exports again
+    (the first attachment is stale to it) and finds the PV; the PV then names the new attachment, so its
+    deletion does not refuse our own attachment as foreign (a leak chaos found: in-use, 1 attachment)."""
+    crash = ["after_pv_create"]
+
+    def checkpoint(point: str) -> None:
+        if point in crash:
+            crash.remove(point)
+            raise RuntimeError(f"crash at {point}")
+
+    world = _world(live_caches=False)
+    ctx = replace(world.ctx, checkpoint=checkpoint)
+    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+
+    def sync_claim() -> None:
+        world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+
+    sync_claim()
+    reconcile_claim(ctx, "ns/data")
+    _settle(world)
+    sync_claim()
+    with pytest.raises(RuntimeError, match="after_pv_create"):
+        reconcile_claim(ctx, "ns/data")
+    first = world.kube.find("persistentvolumes", PV)["metadata"]["annotations"][names.ANN_ATTACHMENT_ID]
+    sync_claim()  # the claim (intent still on) is seen again; the PV cache still lags
+    assert "done" == reconcile_claim(ctx, "ns/data").kind
+    (volume,) = world.cinder.volumes.values()
+    live = world.kube.find("persistentvolumes", PV)["metadata"]["annotations"][names.ANN_ATTACHMENT_ID]
+    assert (first not in volume.attachment_ids, [live]) == (True, list(volume.attachment_ids))
