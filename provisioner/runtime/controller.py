@@ -273,7 +273,12 @@ class Controller:
         with self._lock:
             remembered = self._final.get(name) if kind == "claim" else None
             if remembered is not None and remembered[0] == versions and self._clock() < remembered[1]:
-                return None  # final failure, nothing changed since, slow retry not due: do not retry
+                # final failure, nothing changed since, slow retry not due: do not retry now — but keep the
+                # slow retry: this delivery may have been an earlier delay of the key (a poll, a wait)
+                # that consumed the queue's one pending deadline, the one the final outcome could not set
+                if remembered[1] != float("inf"):
+                    self.queue.add_after(key, remembered[1] - self._clock() + 0.01)
+                return None
             self._backoff.pop(key, None)
             self._inflight[key] = versions
         started = time.perf_counter()

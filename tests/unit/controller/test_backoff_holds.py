@@ -190,3 +190,19 @@ def test_retries_are_counted_by_reason() -> None:
     rig.drain()
     assert 2.0 == rig.sample("cinder_provisioner_queue_retries_total", reason="CinderUnavailable")
     assert 0.0 == rig.sample("cinder_provisioner_queue_retries_total", reason="poll")
+
+
+def test_an_earlier_delay_of_a_key_does_not_swallow_its_final_slow_retry() -> None:
+    """A key waiting 1 s (a poll) fails finally meanwhile (retry in 10 s): the 1 s delivery is skipped and
+    the slow retry still comes. Under load a claim stayed failed forever: the queue keeps one deadline per
+    key, the earlier one, and its skipped delivery re-added nothing."""
+    rig = make_rig()
+    rig.claims.default = Outcome(kind="final", reason="quota", message="413", delay=10.0)
+    rig.apply("persistentvolumeclaims", claim(), "ADDED")
+    rig.controller.queue.add_after(("claim", KEY), 1.0)  # the earlier delay, still pending
+    assert 1 == rig.drain()  # the final failure
+    rig.clock.advance(1.0)
+    assert 0 == rig.drain()  # the poll's delivery: skipped (not due)
+    rig.clock.advance(9.5)
+    assert 1 == rig.drain()  # the slow retry
+    assert 2 == rig.claims.count(KEY)
