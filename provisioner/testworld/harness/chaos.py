@@ -566,11 +566,9 @@ def _snapshot_first(
         if done or now - since > SNAPSHOT_WAIT_SECONDS:
             if status.get("readyToUse") is True:
                 stats["snapshots_ready"] = stats.get("snapshots_ready", 0) + 1
-            try:
-                kube.delete("volumesnapshots", name, namespace="default")
-            except KubeError:
-                return True
-            snapshots[claim] = ("deleting", now)
+            _delete_then(
+                kube, "volumesnapshots", name, snapshots=snapshots, claim=claim, phase="deleting", now=now
+            )
         return True
     if phase == "restoring":
         restored = sim.get("persistentvolumeclaims", "default", restore) or {}
@@ -578,22 +576,24 @@ def _snapshot_first(
         if bound or now - since > RESTORE_WAIT_SECONDS:
             if bound:
                 stats["restores_bound"] = stats.get("restores_bound", 0) + 1
-            try:
-                kube.delete("persistentvolumeclaims", restore, namespace="default")
-            except KubeError:
-                return True
-            snapshots[claim] = ("unrestoring", now)
+            _delete_then(
+                kube,
+                "persistentvolumeclaims",
+                restore,
+                snapshots=snapshots,
+                claim=claim,
+                phase="unrestoring",
+                now=now,
+            )
         return True
     if phase == "unrestoring":
         if (
             sim.get("persistentvolumeclaims", "default", restore) is None
             or now - since > RESTORE_WAIT_SECONDS
         ):
-            try:
-                kube.delete("volumesnapshots", name, namespace="default")
-            except KubeError:
-                return True
-            snapshots[claim] = ("deleting", now)
+            _delete_then(
+                kube, "volumesnapshots", name, snapshots=snapshots, claim=claim, phase="deleting", now=now
+            )
         return True
     if phase == "deleting":
         if sim.get("volumesnapshots", "default", name) is None or now - since > SNAPSHOT_WAIT_SECONDS:
@@ -601,6 +601,25 @@ def _snapshot_first(
             return False
         return True
     return False
+
+
+def _delete_then(
+    kube: KubeAdapter,
+    resource: str,
+    name: str,
+    *,
+    snapshots: dict[str, tuple[str, float]],
+    claim: str,
+    phase: str,
+    now: float,
+) -> None:
+    """Delete ``name`` (namespace default) and move the claim's snapshot story to ``phase``; a refused
+    delete leaves the story where it is, to be tried again on the next tick."""
+    try:
+        kube.delete(resource, name, namespace="default")
+    except KubeError:
+        return
+    snapshots[claim] = (phase, now)
 
 
 def _our_snapshots(emu: CinderEmulator) -> list[dict[str, Any]]:
