@@ -2,7 +2,10 @@
 
 The Cinder-backed round trip is in ``test_real_iscsi.py``; these tests pin the parts it relies on: the
 wrappers reach only our daemon, tgtd stops even with targets exported, the initiator gets credentials
-through its environment (never argv), and a missing package is named.
+through its environment (never argv), a missing package is named, and the two tgtd facts the
+``iscsi-tgt`` backend is built on: initiator names restrict a target only when an address is listed too
+(tgtd admits a name *or* an address; tgt-admin binds ALL when none is listed), and an account bound
+without ``--tid`` makes tgtd demand discovery CHAP.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tests.e2e.ceph_world import require
 _GIB = 1024**3
 _INITIATOR = "iqn.2024-01.io.netvol:target-test"
 _IQN = "iqn.2010-10.org.openstack:volume-target-test"
+_OTHER_INITIATOR = "iqn.2024-01.io.netvol:someone-else"
 
 
 def _alive(pid: int) -> bool:
@@ -101,10 +105,100 @@ def test_two_daemons_do_not_meet(tmp_path: Path) -> None:
         assert [] == b.target_names()
 
 
+def _export(handle: tgt.TgtHandle, backing: Path, *lines: str) -> None:
+    """A persistence file with ``lines`` in the target block, applied with tgt-admin --update."""
+    body = "".join(f"    {line}\n" for line in lines)
+    (handle.targets_dir / "volume-target-test").write_text(
+        f"<target {_IQN}>\n    backing-store {backing}\n    driver iscsi\n{body}</target>\n"
+    )
+    update = subprocess.run(
+        [str(handle.bin_dir / "tgt-admin"), "--update", _IQN], capture_output=True, text=True, check=False
+    )
+    assert 0 == update.returncode, update.stdout + update.stderr
+
+
+@pytest.mark.cinder_real
+def test_initiator_names_restrict_a_target_only_with_an_address_listed(tmp_path: Path) -> None:
+    """initiator-name + the deny address admits only that name (login and SendTargets); the name alone
+    admits everyone, because tgt-admin then binds ALL and tgtd admits a listed name *or* address."""
+    require(tgt.missing_tools(), "the real iSCSI target")
+    backing = tmp_path / "lun.img"
+    backing.write_bytes(b"\0" * 1024 * 1024)
+    with tgt.start_tgtd(tmp_path / "tgt") as handle:
+        _export(handle, backing, f"initiator-name {_INITIATOR}", "initiator-address 0.0.0.0/32")
+        assert sorted([_INITIATOR, "0.0.0.0/32"]) == sorted(handle.acl(_IQN))
+        size, result = tgt.read_capacity(handle.portal, _IQN, 1, initiator=_INITIATOR, chap=None)
+        assert (0, 1024 * 1024) == (result.returncode, size), result.stderr
+        size, result = tgt.read_capacity(handle.portal, _IQN, 1, initiator=_OTHER_INITIATOR, chap=None)
+        assert (None, True) == (size, result.target_not_found), result.stderr
+        found, result = tgt.send_targets(handle.portal, initiator=_INITIATOR, chap=None)
+        assert [(_IQN, handle.portal)] == found, result.stderr
+        found, result = tgt.send_targets(handle.portal, initiator=_OTHER_INITIATOR, chap=None)
+        assert [] == found, result.stderr  # the ACL filters SendTargets too
+
+        (handle.targets_dir / "volume-target-test").unlink()
+        subprocess.run([str(handle.bin_dir / "tgt-admin"), "--delete", _IQN], check=True, capture_output=True)
+        _export(handle, backing, f"initiator-name {_INITIATOR}")
+        assert sorted(["ALL", _INITIATOR]) == sorted(handle.acl(_IQN))
+        size, result = tgt.read_capacity(handle.portal, _IQN, 1, initiator=_OTHER_INITIATOR, chap=None)
+        assert (0, 1024 * 1024) == (result.returncode, size), result.stderr
+
+
+@pytest.mark.cinder_real
+def test_an_account_bound_to_discovery_makes_tgtd_demand_discovery_chap(tmp_path: Path) -> None:
+    """Without a discovery account SendTargets is open; once one is bound (no --tid) only its credentials
+    discover; they are not the target's session credentials, and the session's are not the discovery's."""
+    require(tgt.missing_tools(), "the real iSCSI target")
+    backing = tmp_path / "lun.img"
+    backing.write_bytes(b"\0" * 1024 * 1024)
+    session = tgt.Chap(username="session-user", password="session-pass-0123")
+    discovery = tgt.Chap(username="discovery-user", password="discovery-pass-0123")
+    with tgt.start_tgtd(tmp_path / "tgt") as handle:
+        _export(handle, backing, f"incominguser {session.username} {session.password}")
+        found, result = tgt.send_targets(handle.portal, initiator=_INITIATOR, chap=None)
+        assert [(_IQN, handle.portal)] == found, result.stderr
+        assert [] == handle.discovery_accounts()
+
+        for args in (
+            (
+                "--op",
+                "new",
+                "--mode",
+                "account",
+                "--user",
+                discovery.username,
+                "--password",
+                discovery.password,
+            ),
+            ("--op", "bind", "--mode", "account", "--user", discovery.username),
+        ):
+            done = handle.tgtadm("--lld", "iscsi", *args)
+            assert 0 == done.returncode, done.stderr
+        assert [discovery.username] == handle.discovery_accounts()
+
+        found, result = tgt.send_targets(handle.portal, initiator=_INITIATOR, chap=discovery)
+        assert [(_IQN, handle.portal)] == found, result.stderr
+        wrong = tgt.Chap(username=discovery.username, password="not-the-password-0")
+        for chap in (wrong, session, None):
+            found, result = tgt.send_targets(handle.portal, initiator=_INITIATOR, chap=chap)
+            assert (None, True) == (found, result.auth_failed), (chap, result.stderr)
+        size, result = tgt.read_capacity(handle.portal, _IQN, 1, initiator=_INITIATOR, chap=discovery)
+        assert (None, True) == (size, result.auth_failed)
+        size, result = tgt.read_capacity(handle.portal, _IQN, 1, initiator=_INITIATOR, chap=session)
+        assert (0, 1024 * 1024) == (result.returncode, size), result.stderr
+
+
 def test_missing_packages_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the executables, start_tgtd fails naming the Debian packages; nothing is started."""
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert ["tgtd", "tgtadm", "tgt-admin", "iscsi-readcapacity16", "iscsi-inq"] == tgt.missing_tools()
+    assert [
+        "tgtd",
+        "tgtadm",
+        "tgt-admin",
+        "iscsi-readcapacity16",
+        "iscsi-inq",
+        "iscsi-ls",
+    ] == tgt.missing_tools()
     with (
         pytest.raises(tgt.TgtError, match="install the Debian packages tgt libiscsi-bin"),
         tgt.start_tgtd(tmp_path),

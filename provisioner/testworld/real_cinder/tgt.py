@@ -9,10 +9,13 @@ own target helper (``cinder.volume.targets.tgt.TgtAdm``) keeps one persistence f
 backend ``iscsi-tgt`` (``tgt_driver.TgtFileVolumeDriver``, imported only inside the Cinder subprocess)
 prepends that directory to its ``PATH``: Cinder's TgtAdm then runs unmodified — it generates the
 per-volume CHAP account, writes the target, runs ``tgt-admin --update`` on export (attachment) and
-``tgt-admin --delete`` on remove_export (attachment deleted).
+``tgt-admin --delete`` on remove_export (attachment deleted). The backend also restricts each target to the
+initiators of its connections and can demand discovery CHAP (``tgt_driver``); ``TgtHandle.acl`` and
+``TgtHandle.discovery_accounts`` show what tgtd enforces.
 
 The initiator is libiscsi's (Debian ``libiscsi-bin``): ``iscsi-readcapacity16`` / ``iscsi-inq`` with an
-``iscsi://host:port/iqn/lun`` URL. CHAP credentials travel in the environment
+``iscsi://host:port/iqn/lun`` URL, ``iscsi-ls`` for a SendTargets discovery of ``iscsi://host:port``; each
+with the initiator name given (``-i``). CHAP credentials travel in the environment
 (``LIBISCSI_CHAP_USERNAME`` / ``LIBISCSI_CHAP_PASSWORD``), never in argv, and no result or error of this
 module carries them.
 
@@ -43,7 +46,7 @@ DEBIAN_PACKAGES = ("tgt", "libiscsi-bin")
 PROFILE = "iscsi-tgt"
 #: Where tgtd keeps its control sockets (``socket.<control port>`` and ``.lock``).
 CONTROL_SOCKET_DIR = Path("/var/run/tgtd")
-_TOOLS = ("tgtd", "tgtadm", "tgt-admin", "iscsi-readcapacity16", "iscsi-inq")
+_TOOLS = ("tgtd", "tgtadm", "tgt-admin", "iscsi-readcapacity16", "iscsi-inq", "iscsi-ls")
 _LOCAL = "127.0.0.1"
 
 
@@ -65,6 +68,7 @@ class TgtHandle:
     control_port: int
     targets_conf: Path
     targets_dir: Path
+    acl_dir: Path
     bin_dir: Path
     log_path: Path
     pid: int
@@ -97,17 +101,48 @@ class TgtHandle:
             raise TgtError(f"tgtadm show account failed ({shown.returncode}): {shown.stderr.strip()}")
         return [line.strip() for line in shown.stdout.splitlines()[1:] if line.strip()]
 
-    def cinder_backend_config(self) -> dict[str, dict[str, str]]:
-        """``extra_config`` for ``start_real_cinder``: the ``iscsi-tgt`` backend exports through us."""
+    def discovery_accounts(self) -> list[str]:
+        """The accounts bound to discovery sessions (``Account information`` of ``--mode sys``)."""
+        shown = self.tgtadm("--op", "show", "--mode", "sys")
+        if shown.returncode != 0:
+            raise TgtError(f"tgtadm show sys failed ({shown.returncode}): {shown.stderr.strip()}")
+        return shown.stdout.partition("Account information:")[2].partition("iSNS:")[0].split()
+
+    def acl(self, iqn: str) -> list[str]:
+        """The ACL of the target ``iqn`` (initiator addresses and names); ``TgtError`` if there is none."""
+        shown = self.tgtadm("--lld", "iscsi", "--op", "show", "--mode", "target")
+        if shown.returncode != 0:
+            raise TgtError(f"tgtadm show failed ({shown.returncode}): {shown.stderr.strip()}")
+        for block in re.split(r"^(?=Target \d+: )", shown.stdout, flags=re.MULTILINE):
+            if block.startswith("Target ") and block.splitlines()[0].split(": ", 1)[1] == iqn:
+                acl = block.partition("ACL information:\n")[2]
+                return [line.strip() for line in acl.splitlines() if line.strip()]
+        raise TgtError(f"no target {iqn}")
+
+    def cinder_backend_config(self, *, discovery_chap: Chap | None = None) -> dict[str, dict[str, str]]:
+        """``extra_config`` for ``start_real_cinder``: the ``iscsi-tgt`` backend exports through us, each
+        target admitting only its connections' initiators; ``discovery_chap`` makes the backend demand (and
+        hand out) discovery CHAP."""
+        options = {
+            "target_helper": "tgtadm",
+            "target_protocol": "iscsi",
+            "target_ip_address": self.host,
+            "target_port": str(self.port),
+            "volumes_dir": str(self.targets_dir),
+            "file_tgt_bin_dir": str(self.bin_dir),
+            "file_tgt_acl_dir": str(self.acl_dir),
+        }
+        if discovery_chap is not None:
+            options["file_discovery_chap_username"] = discovery_chap.username
+            options["file_discovery_chap_password"] = discovery_chap.password
+        return {PROFILE: options}
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """What an export left behind: live targets, persistence files, ACL records (all empty when clean)."""
         return {
-            PROFILE: {
-                "target_helper": "tgtadm",
-                "target_protocol": "iscsi",
-                "target_ip_address": self.host,
-                "target_port": str(self.port),
-                "volumes_dir": str(self.targets_dir),
-                "file_tgt_bin_dir": str(self.bin_dir),
-            }
+            "targets": self.target_names(),
+            "persistence files": sorted(p.name for p in self.targets_dir.iterdir()),
+            "acl records": sorted(p.name for p in self.acl_dir.iterdir()) if self.acl_dir.exists() else [],
         }
 
 
@@ -202,6 +237,8 @@ def start_tgtd(
     workdir = Path(workdir)
     targets_dir = workdir / "targets"
     targets_dir.mkdir(parents=True, exist_ok=True)
+    acl_dir = workdir / "acl"
+    acl_dir.mkdir(parents=True, exist_ok=True)
     targets_conf = workdir / "targets.conf"
     targets_conf.write_text(f"include {targets_dir}/*\n")
     port = port or _free_tcp_port(host)
@@ -223,6 +260,7 @@ def start_tgtd(
         control_port=control_port,
         targets_conf=targets_conf,
         targets_dir=targets_dir,
+        acl_dir=acl_dir,
         bin_dir=bin_dir,
         log_path=log_path,
         pid=proc.pid,
@@ -256,7 +294,12 @@ class InitiatorResult:
 
     @property
     def auth_failed(self) -> bool:
-        return "Authentication failure" in self.stderr
+        return "Authentication failure" in self.stderr + self.stdout
+
+    @property
+    def target_not_found(self) -> bool:
+        """tgtd's answer to a login the ACL refuses (and to a login to a target that does not exist)."""
+        return "Target not found" in self.stderr + self.stdout
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -315,10 +358,34 @@ def unit_serial_number(
     return match.group(1), result
 
 
+def send_targets(
+    portal: str, *, initiator: str, chap: Chap | None
+) -> tuple[list[tuple[str, str]] | None, InitiatorResult]:
+    """A SendTargets discovery (``iscsi-ls``; ``chap`` is the *discovery* CHAP): ``(iqn, portal)`` pairs
+    the target lists for ``initiator``, ``None`` when the discovery login failed."""
+    result = _run_initiator("iscsi-ls", f"iscsi://{portal}", initiator=initiator, chap=chap)
+    if result.returncode != 0:
+        return None, result
+    found = re.findall(r"^Target:(\S+) Portal:(\S+?)(?:,\d+)?$", result.stdout, flags=re.MULTILINE)
+    return [(str(iqn), str(where)) for iqn, where in found], result
+
+
 def chap_from_secret(data: Mapping[str, str]) -> Chap:
     """Session CHAP credentials from a ``kubernetes.io/iscsi-chap`` Secret's decoded ``data``."""
     from provisioner import csi_contract
 
     return Chap(
         username=data[csi_contract.SECRET_SESSION_USER], password=data[csi_contract.SECRET_SESSION_PASSWORD]
+    )
+
+
+def discovery_chap_from_secret(data: Mapping[str, str]) -> Chap | None:
+    """Discovery CHAP credentials from the same Secret (``None`` when it has none)."""
+    from provisioner import csi_contract
+
+    if csi_contract.SECRET_DISCOVERY_USER not in data:
+        return None
+    return Chap(
+        username=data[csi_contract.SECRET_DISCOVERY_USER],
+        password=data[csi_contract.SECRET_DISCOVERY_PASSWORD],
     )
