@@ -310,7 +310,8 @@ def test_chap_accounts_are_per_volume(world: World, tgt_cinder: TgtCinder) -> No
 
 
 def test_online_expand_reaches_the_lun(world: World, tgt_cinder: TgtCinder) -> None:
-    """1 Gi → 3 Gi while exported: Cinder extends in use, TgtAdm re-reads the file, the LUN says 3 GiB."""
+    """1 Gi → 3 Gi while exported and logged in: Cinder extends in use, TgtAdm re-creates the target with
+    the same ACL, the LUN says 3 GiB; deleting the claim under a stale session still removes the target."""
     body = objects.storage_class("grow", {"type": tgt.PROFILE, "volumeSource": "csi"})
     body["allowVolumeExpansion"] = True
     world.kube.create("storageclasses", body)
@@ -322,13 +323,20 @@ def test_online_expand_reaches_the_lun(world: World, tgt_cinder: TgtCinder) -> N
     )
     assert (0, 1 * _GIB) == (result.returncode, size), result.stderr
 
-    world.kube.patch(
-        "persistentvolumeclaims",
-        "data",
-        {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
-        namespace="default",
-    )
-    wait_for(lambda: (world.pv_of("data") or {})["spec"]["capacity"] == {"storage": "3Gi"}, 30, "PV at 3Gi")
+    # a node has the LUN staged (a session is logged in) while Cinder extends: TgtAdm's forced update
+    # re-creates the target under it
+    with tgt.held_session(
+        tgt_cinder.target, login.iqn, login.lun, initiator=login.initiator, chap=login.chap
+    ):
+        world.kube.patch(
+            "persistentvolumeclaims",
+            "data",
+            {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
+            namespace="default",
+        )
+        wait_for(
+            lambda: (world.pv_of("data") or {})["spec"]["capacity"] == {"storage": "3Gi"}, 30, "PV at 3Gi"
+        )
     volume = world.cinder.get_volume(login.volume_id)
     assert (3, "in-use") == (volume.size_gib, volume.status)
     # same PV, same Secret: the target still takes them, and now reports the new size
@@ -348,8 +356,12 @@ def test_online_expand_reaches_the_lun(world: World, tgt_cinder: TgtCinder) -> N
     size, result = tgt.read_capacity(again.portal, again.iqn, again.lun, initiator=STRANGER, chap=again.chap)
     assert (None, True) == (size, result.target_not_found), result.stderr
 
-    world.kube.delete("persistentvolumeclaims", "data", namespace="default")
-    wait_for(lambda: not world.our_volumes(), 30, "Cinder volume gone")
+    # a node still logged in when the claim goes (a stale session) does not keep the target alive
+    with tgt.held_session(
+        tgt_cinder.target, again.iqn, again.lun, initiator=again.initiator, chap=again.chap
+    ):
+        world.kube.delete("persistentvolumeclaims", "data", namespace="default")
+        wait_for(lambda: not world.our_volumes(), 30, "Cinder volume gone")
     assert login.iqn not in tgt_cinder.target.target_names()
     assert {"targets": [], "persistence files": [], "acl records": [], "volume files": []} == (
         tgt_cinder.leftovers()

@@ -198,6 +198,7 @@ def test_missing_packages_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         "iscsi-readcapacity16",
         "iscsi-inq",
         "iscsi-ls",
+        "iscsi-perf",
     ] == tgt.missing_tools()
     with (
         pytest.raises(tgt.TgtError, match="install the Debian packages tgt libiscsi-bin"),

@@ -46,7 +46,7 @@ DEBIAN_PACKAGES = ("tgt", "libiscsi-bin")
 PROFILE = "iscsi-tgt"
 #: Where tgtd keeps its control sockets (``socket.<control port>`` and ``.lock``).
 CONTROL_SOCKET_DIR = Path("/var/run/tgtd")
-_TOOLS = ("tgtd", "tgtadm", "tgt-admin", "iscsi-readcapacity16", "iscsi-inq", "iscsi-ls")
+_TOOLS = ("tgtd", "tgtadm", "tgt-admin", "iscsi-readcapacity16", "iscsi-inq", "iscsi-ls", "iscsi-perf")
 _LOCAL = "127.0.0.1"
 
 
@@ -118,6 +118,14 @@ class TgtHandle:
                 acl = block.partition("ACL information:\n")[2]
                 return [line.strip() for line in acl.splitlines() if line.strip()]
         raise TgtError(f"no target {iqn}")
+
+    def nexus_initiators(self, iqn: str) -> list[str]:
+        """The initiators logged in to ``iqn`` now (``I_T nexus information``; empty if no such target)."""
+        shown = self.tgtadm("--lld", "iscsi", "--op", "show", "--mode", "target")
+        for block in re.split(r"^(?=Target \d+: )", shown.stdout, flags=re.MULTILINE):
+            if block.startswith("Target ") and block.splitlines()[0].split(": ", 1)[1] == iqn:
+                return re.findall(r"^\s+Initiator: (\S+)", block, flags=re.MULTILINE)
+        return []
 
     def cinder_backend_config(self, *, discovery_chap: Chap | None = None) -> dict[str, dict[str, str]]:
         """``extra_config`` for ``start_real_cinder``: the ``iscsi-tgt`` backend exports through us, each
@@ -316,22 +324,54 @@ def lun_url(portal: str, iqn: str, lun: int) -> str:
     return f"iscsi://{portal}/{iqn}/{int(lun)}"
 
 
-def _run_initiator(
-    tool: str, url: str, *, initiator: str, chap: Chap | None, extra: tuple[str, ...] = ()
-) -> InitiatorResult:
+def _initiator_env(chap: Chap | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIBISCSI_CHAP_")}
     if chap is not None:
         env["LIBISCSI_CHAP_USERNAME"] = chap.username
         env["LIBISCSI_CHAP_PASSWORD"] = chap.password
+    return env
+
+
+def _run_initiator(
+    tool: str, url: str, *, initiator: str, chap: Chap | None, extra: tuple[str, ...] = ()
+) -> InitiatorResult:
     done = subprocess.run(
         [tool, "-i", initiator, *extra, url],
         capture_output=True,
         text=True,
         timeout=30,
-        env=env,
+        env=_initiator_env(chap),
         check=False,
     )
     return InitiatorResult(returncode=done.returncode, stdout=done.stdout, stderr=done.stderr)
+
+
+@contextlib.contextmanager
+def held_session(
+    handle: TgtHandle, iqn: str, lun: int, *, initiator: str, chap: Chap | None, timeout: float = 10.0
+) -> Iterator[None]:
+    """An initiator logged in to ``iqn`` for the duration (a node that has the LUN staged): ``iscsi-perf``
+    logs in and is then stopped (SIGSTOP) so that it holds the session without reading; killed on exit."""
+    proc = subprocess.Popen(
+        ["iscsi-perf", "-i", initiator, lun_url(handle.portal, iqn, lun)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_initiator_env(chap),
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while initiator not in handle.nexus_initiators(iqn):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise TgtError(f"{initiator} did not log in to {iqn} (iscsi-perf exit {proc.poll()})")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGSTOP)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def read_capacity(

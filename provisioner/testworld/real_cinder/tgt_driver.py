@@ -75,6 +75,7 @@ tgt_driver_opts = [
 
 #: An initiator address no TCP peer has: listing it stops tgt-admin from binding ALL (see the docstring).
 DENY_ADDRESS = "0.0.0.0/32"
+_ADDRESS = re.compile(r"ALL|[0-9.]+(/[0-9]+)?")  # tgt-admin's own test tells addresses from names
 _ACL_LINE = re.compile(r"^\s*initiator-(name|address)\s.*$\n?", flags=re.MULTILINE)
 
 
@@ -129,7 +130,19 @@ class InitiatorAclTgtAdm(TgtAdm):  # type: ignore[misc]  # cinder ships no type 
     # -- every tgt-admin --update (create, ensure, re-export, extend) sees the record -------------------
     def _do_tgt_update(self, name: str, force: bool = False) -> None:
         self._write_acl_into_persistence_file(name.split(":", 1)[1])
+        if force:
+            self._unbind_names(name)
         super()._do_tgt_update(name, force)
+
+    def _unbind_names(self, iqn: str) -> None:
+        """Take the initiator names off a live target before tgt-admin force-deletes it: with a session
+        logged in, tgt-admin unbinds every ACL entry with ``-I`` (addresses only), fails on a name with
+        "this access control rule does not exist", and the target stays (measured). The names come back
+        from the persistence file when tgt-admin re-creates the target."""
+        tid = self._get_target(iqn)
+        for entry in self.acl(iqn) if tid is not None else []:
+            if not _ADDRESS.fullmatch(entry):
+                _tgtadm("--op", "unbind", "--mode", "target", "--tid", tid, "-Q", entry)
 
     # -- connections: the live ACL follows the connectors ----------------------------------------------
     def _live_bind(self, iqn: str, initiator: str, *, bind: bool) -> None:
@@ -181,6 +194,9 @@ class InitiatorAclTgtAdm(TgtAdm):  # type: ignore[misc]  # cinder ships no type 
                 raise exception.ISCSITargetDetachFailed(volume_id=volume["id"]) from e
 
     def remove_iscsi_target(self, tid: Any, lun: Any, vol_id: str, vol_name: str, **kwargs: Any) -> None:
+        # attachment_delete has unbound the name already (terminate_connection); Cinder also calls
+        # remove_export without it (initialize_connection failed), and TgtAdm deletes with --force
+        self._unbind_names(f"{self.iscsi_target_prefix}{vol_name}")
         super().remove_iscsi_target(tid, lun, vol_id, vol_name, **kwargs)
         self._record(vol_name, [])
 
