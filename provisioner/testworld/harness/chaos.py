@@ -331,6 +331,8 @@ def run(
                         d, lo = _check_bound(sim, emu, pvc)
                         duplicates += d
                         lost += lo
+                        if d or lo:
+                            _bound_story(out, sim, emu, pvc, h.timeline)
                     kube.delete("persistentvolumeclaims", name, namespace="default")
                     deleting.add(name)
             if time.monotonic() - last_report > 5:
@@ -383,6 +385,9 @@ def run(
         }
         seen, unattributed = cm.collect(claims, calls, sim.requests, sim.list("events"))
         behaviour = cm.summarize(claims, seen, unattributed, bounds)
+        for c in bad_claims:
+            if any(v.startswith(f"{c.name} ") for v in behaviour["violations"]):
+                _bad_claim_story(out, c, calls, sim.requests, timeline=h.timeline, w=bounds.window_seconds)
         for r in h.alive():
             r.terminate()
         kube.close()
@@ -677,6 +682,21 @@ def _check_bound(sim: KubeSimulator, emu: CinderEmulator, pvc: dict[str, Any]) -
     return duplicate, lost_
 
 
+def _bound_story(
+    out: Any, sim: KubeSimulator, emu: CinderEmulator, pvc: dict[str, Any], timeline: list[tuple[float, str]]
+) -> None:
+    """Print a Bound claim's duplicate or lost story: each of its volumes' Cinder calls and API requests."""
+    uid = pvc["metadata"]["uid"]
+    pv = sim.get("persistentvolumes", "", pvc["spec"].get("volumeName", ""))
+    vid = ((pv or {}).get("metadata", {}).get("annotations") or {}).get(names.ANN_VOLUME_ID)
+    print(f"DUPLICATE OR LOST claim {pvc['metadata']['name']} uid={uid} pv volume={vid}", file=out)
+    for v in _our_volumes(emu):
+        md = v.get("metadata") or {}
+        if md.get(names.META_PVC_UID) == uid:
+            print(f"  volume {v['id']} status={v.get('status')} by={md.get(names.META_CREATED_BY)}", file=out)
+            _forensics(out, v, emu.calls(), sim.requests, timeline)
+
+
 def _silent(sim: KubeSimulator, kube: KubeAdapter) -> int:
     """Claims still present that are neither Bound nor explained by a Warning event."""
     count = 0
@@ -785,6 +805,32 @@ def _forensics(
         story = [(at, line) for at, line in story if first <= at <= last]
     for at, line in sorted(story):
         print(f"    {at - t0:9.3f} {line}", file=out)
+
+
+def _bad_claim_story(
+    out: Any,
+    claim: cm.Claim,
+    calls: list[Any],
+    requests: list[Any],
+    *,
+    timeline: list[tuple[float, str]],
+    w: float,
+) -> None:
+    """Print what a bad claim that broke a bound cost in its window: its Cinder calls (who sent the
+    create: the ``created_by`` metadata), its claim writes, and what the harness did meanwhile."""
+    uid = claim.uid.lower()
+    start, end = claim.created_at - 1.0, claim.created_at + w
+    print(f"BOUND STORY {claim.name} uid={uid}", file=out)
+    story = [(at, line) for at, line in timeline if start <= at <= end]
+    for c in calls:
+        if start <= c.at <= end and (uid in c.path.lower() or uid in repr(c.body).lower()):
+            by = ((c.body or {}).get("volume") or {}).get("metadata", {}).get(names.META_CREATED_BY, "")
+            story.append((c.at, f"cinder {c.method} {c.path[:90]} {c.operation} -> {c.status} {by}"))
+    for r in requests:
+        if start <= r.at <= end and not r.watch and r.method != "GET" and claim.name in r.path:
+            story.append((r.at, f"kube {r.method} {r.path} -> {r.status}"))
+    for at, line in sorted(story):
+        print(f"    {at - claim.created_at:8.3f} {line}", file=out)
 
 
 if __name__ == "__main__":
