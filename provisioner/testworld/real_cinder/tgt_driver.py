@@ -25,12 +25,12 @@ Two additions make the target production-like where TgtAdm is not:
   connector's ``initiator`` to the target's ACL, ``terminate_connection`` removes it); this helper does the
   same on tgtd: a live ``tgtadm --op bind|unbind --mode target --initiator-name`` plus a record of the
   names (``file_tgt_acl_dir``, one file per volume) that is written into the persistence file before every
-  ``tgt-admin --update``, so a re-export, ``ensure_export`` (Cinder restart) or the forced update of an
-  online extend recreate the target with the same ACL. tgtd admits an initiator whose *name or address* is
-  listed and ``tgt-admin`` binds ``ALL`` addresses when a target lists none (both measured), so the file
-  also lists the address ``0.0.0.0/32``, which no peer has: the names alone decide, and a target with no
-  connection left admits nobody. The connector's ``ip`` is deliberately not bound: with tgtd's "or" it
-  would admit every initiator on that host.
+  ``tgt-admin --update``, so a re-export, ``ensure_export`` (Cinder restart; the same path, not tested) or
+  the forced update of an online extend recreate the target with the same ACL. tgtd admits an initiator
+  whose *name or address* is listed and ``tgt-admin`` binds ``ALL`` addresses when a target lists none (both
+  measured), so the file also lists the address ``0.0.0.0/32``, which no peer has: the names alone decide,
+  and a target with no connection left admits nobody. The connector's ``ip`` is deliberately not bound:
+  with tgtd's "or" it would admit every initiator on that host.
 * **Discovery CHAP** (``file_discovery_chap_username`` / ``_password``, the file driver's options): the
   account is created on tgtd and bound to discovery sessions (``tgtadm --mode account --op bind`` without
   ``--tid``) at ``do_setup``, and the connection info carries ``discovery_auth_*`` as the NetApp or XtremIO
