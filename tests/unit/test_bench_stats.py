@@ -178,6 +178,21 @@ def test_within_and_counts() -> None:
     assert {} == st.per_claim_by_key(Counter({"x": 1}), 0)
 
 
+def test_cinder_calls_from_metrics_sum_every_status_of_an_operation() -> None:
+    """The latency histogram's _count samples by operation (ok and errors summed); others ignored."""
+    text = (
+        "# HELP cinder_provisioner_cinder_request_seconds Cinder API call latency\n"
+        'cinder_provisioner_cinder_request_seconds_bucket{le="0.5",operation="get_volume",status="ok"} 3.0\n'
+        'cinder_provisioner_cinder_request_seconds_count{operation="get_volume",status="ok"} 7.0\n'
+        'cinder_provisioner_cinder_request_seconds_count{operation="get_volume",status="CinderGone"} 2.0\n'
+        'cinder_provisioner_cinder_request_seconds_count{operation="create_volume",status="ok"} 5.0\n'
+        'cinder_provisioner_cinder_request_seconds_sum{operation="create_volume",status="ok"} 1.25\n'
+        'cinder_provisioner_provision_total{outcome="success",reason="",storage_class="b"} 5.0\n'
+    )
+    assert Counter({"get_volume": 9, "create_volume": 5}) == st.cinder_calls_from_metrics(text)
+    assert Counter() == st.cinder_calls_from_metrics("")
+
+
 def test_efficiency_maths() -> None:
     """bound N·T/C, bound/wall, CPU per claim, bytes per object over an empty-cluster baseline."""
     assert 15.625 == st.physical_bound(1000, 0.5, 32)

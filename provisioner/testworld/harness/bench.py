@@ -12,7 +12,9 @@ requests and Cinder calls per claim by verb (the simulators' request logs). Part
   default and at tuned lease timings (``bench_scale``).
 - **P4** node agent: per-stage overhead above the fake tools' own time; udev-hang recovery beyond the
   trigger delay (``bench_node``).
-- **P5** real Cinder: not built yet, always null.
+- **P5** real Cinder: N claims end to end through the ``run`` process against real OpenStack Cinder vs
+  the same Cinder called directly (create → available → export) at the same concurrency, in the same run
+  (``bench_real``; needs the ``cinder-real`` extra: ``tox -e bench-real``; skipped, null, without it).
 
 Prints a table (measure, value, target, physical bound / notes), then ONE JSON line with exactly the
 issue's keys (null for a part not run). Exit 0 whatever the numbers; 1 only when the benchmark itself
@@ -22,6 +24,7 @@ broke (a claim never bound, a process died) so ``.ci/run`` can run a small versi
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -42,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0] if __doc__ else None,
     )
     p.add_argument(
-        "--parts", default="p1,p2,p3,p4", help="comma-separated parts to run (p5: not built, null)"
+        "--parts",
+        default="p1,p2,p3,p4,p5",
+        help="comma-separated parts to run (p5 is skipped when real Cinder is not installed)",
     )
     p.add_argument("--pvcs", type=int, default=1000, help="P1 burst size N")
     p.add_argument("--latency", type=float, default=0.5, help="Cinder create (and delete) time T, seconds")
@@ -60,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-default-failover", action="store_true", help="P3: only the tuned lease timings")
     p.add_argument("--node-repeats", type=int, default=5, help="P4: stages per measurement")
+    p.add_argument("--p5-pvcs", type=int, default=100, help="P5: claims (and direct volumes) per round")
+    p.add_argument("--p5-in-flight", type=int, default=16, help="P5: concurrency C of both contenders")
+    p.add_argument("--p5-rounds", type=int, default=2, help="P5: rounds (each runs both; order alternates)")
+    p.add_argument("--p5-poll", type=float, default=0.25, help="P5: the direct client's status poll, s")
     p.add_argument("--log-level", default="info", help="the provisioner's log_level (users run info)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds any one wait may take")
     p.add_argument("--json-only", action="store_true", help="print only the JSON line")
@@ -111,8 +120,22 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
         out["p4"] = run_node(repeats=args.node_repeats)
     if "p5" in parts:
-        # Not built yet: P5 (100 claims end to end vs direct Cinder calls on real Cinder) reports null.
-        print("bench: p5 (real Cinder) is not implemented yet; reporting null", file=sys.stderr)
+        if importlib.util.find_spec("cinder") is None:
+            out["p5_skipped"] = "real Cinder is not installed here (the cinder-real extra: tox -e bench-real)"
+            print(f"bench: p5 skipped: {out['p5_skipped']}", file=sys.stderr)
+        else:
+            from provisioner.testworld.harness.bench_real import RealSpec, run_real
+
+            out["p5"] = run_real(
+                RealSpec(
+                    n=args.p5_pvcs,
+                    in_flight=args.p5_in_flight,
+                    rounds=args.p5_rounds,
+                    poll_s=args.p5_poll,
+                    log_level=args.log_level,
+                    timeout_s=args.timeout,
+                )
+            )
     return out
 
 
@@ -238,7 +261,8 @@ def table(results: dict[str, Any], line: dict[str, float | None]) -> str:
     row("p4_overhead_ms", p4.get("overhead_notes", "") if p4 else "")
     row("p4_recovery_s", p4.get("recovery_notes", "") if p4 else "")
     p5 = results.get("p5")
-    row("p5_ratio", p5.get("notes", "") if p5 else "P5 not built yet")
+    skipped = results.get("p5_skipped")
+    row("p5_ratio", p5.get("notes", "") if p5 else f"P5 skipped: {skipped}" if skipped else "")
     return st.render_table(rows)
 
 

@@ -172,11 +172,20 @@ class Limits:
 class RunProcess:
     """One ``cinder-provisioner run`` process; ``started`` is ``time.monotonic()`` just before exec."""
 
-    def __init__(self, world: WorldProcess, limits: Limits, *, identity: str, log_level: str) -> None:
+    def __init__(
+        self,
+        world: WorldProcess,
+        limits: Limits,
+        *,
+        identity: str,
+        log_level: str,
+        cloud: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``cloud``: the ``clouds.default`` entry (default: the world's Cinder emulator)."""
         self.port = free_port()
         config = {
             "cluster_id": "bench",
-            "clouds": {"default": world.cloud()},
+            "clouds": {"default": dict(cloud) if cloud is not None else world.cloud()},
             "default_cloud": "default",
             "namespace": "kube-system",
             "secret_namespace": "kube-system",
@@ -214,6 +223,11 @@ class RunProcess:
         stat = Path(f"/proc/{self.pid}/stat").read_text()
         status = Path(f"/proc/{self.pid}/status").read_text()
         return st.usage_from_proc(stat, status, os.sysconf("SC_CLK_TCK"))
+
+    def metrics(self) -> str:
+        """The process's ``/metrics`` text (Prometheus exposition format)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
 
     def ready(self) -> bool:
         try:

@@ -263,6 +263,21 @@ def kube_counts(requests: Iterable[KubeRequest]) -> Counter[str]:
     return Counter(kube_target(r).key for r in requests)
 
 
+_CINDER_COUNT = re.compile(r"^cinder_provisioner_cinder_request_seconds_count\{([^}]*)\}\s+(\S+)$", re.M)
+_OPERATION = re.compile(r'(?:^|,)operation="([^"]*)"')
+
+
+def cinder_calls_from_metrics(text: str) -> Counter[str]:
+    """Cinder calls by operation from the provisioner's ``/metrics`` text (the latency histogram's
+    ``_count`` samples, every status summed: one per attempt, as the adapter observes them)."""
+    out: Counter[str] = Counter()
+    for labels, value in _CINDER_COUNT.findall(text):
+        op = _OPERATION.search(labels)
+        if op:
+            out[op.group(1)] += int(float(value))
+    return out
+
+
 def within(records: Iterable[Any], start: float, end: float) -> list[Any]:
     """Records whose ``at`` lies in ``[start, end]``."""
     return [r for r in records if start <= r.at <= end]
