@@ -61,8 +61,6 @@ class CephNode:
             RBD_STANDIN_DEV=str(self.fake.dev),
             CINDER_ATTACH_COMMAND_TIMEOUT="120",
         )
-        # the run's mark (tests/e2e/leftovers.py), so the agent and what it starts are found if left
-        env.update({k: v for k, v in os.environ.items() if k.startswith("NETVOL_TEST_RUN")})
         self.sock_dir = Path(tempfile.mkdtemp(prefix="csi", dir="/tmp"))
         self.agent = Agent(self.fake, self.sock_dir)
 

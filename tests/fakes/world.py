@@ -21,6 +21,7 @@ from attach import settings as settings_mod
 from attach.cli import build_ops
 from attach.node import NodeOps
 from attach.settings import Settings
+from tests.real_leftovers import RUN_MARK
 
 FAKES = Path(__file__).resolve().parent
 BIN = FAKES / "bin"
@@ -88,6 +89,8 @@ class FakeWorld:
             "HOME": os.environ.get("HOME", "/root"),
             "PYTHONDONTWRITEBYTECODE": "1",
         }
+        if RUN_MARK in os.environ:  # the run's mark, so what the agent starts is found if left behind
+            self.env[RUN_MARK] = os.environ[RUN_MARK]
         self.env.update({settings_mod.env_name(k): v for k, v in self.settings_values.items()})
         self.config: dict[str, Any] = {
             "sysfs_root": str(self.sysfs),
