@@ -19,7 +19,9 @@ import random
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +65,13 @@ class CephNode:
         )
         self.sock_dir = Path(tempfile.mkdtemp(prefix="csi", dir="/tmp"))
         self.agent = Agent(self.fake, self.sock_dir)
+        self.rpc_seconds: dict[str, list[float]] = {}
+
+    def _timed(self, rpc: str, call: Any, request: Any) -> Any:
+        started = time.monotonic()
+        answer = call(request)
+        self.rpc_seconds.setdefault(rpc, []).append(time.monotonic() - started)
+        return answer
 
     def staging(self, volume_id: str) -> Path:
         return self.fake.root / "kubelet" / "staging" / volume_id
@@ -73,12 +82,10 @@ class CephNode:
     def stage(self, pv: dict[str, Any], fs_type: str = "ext4") -> Path:
         csi = pv["spec"]["csi"]
         staging = self.staging(csi["volumeHandle"])
-        self.agent.node.NodeStageVolume(
-            pb2.NodeStageVolumeRequest(
-                volume_id=csi["volumeHandle"], staging_target_path=str(staging),
-                volume_capability=mount_cap(fs_type), secrets={}, volume_context=csi["volumeAttributes"],
-            )
-        )  # fmt: skip
+        self._timed("NodeStage", self.agent.node.NodeStageVolume, pb2.NodeStageVolumeRequest(
+            volume_id=csi["volumeHandle"], staging_target_path=str(staging),
+            volume_capability=mount_cap(fs_type), secrets={}, volume_context=csi["volumeAttributes"],
+        ))  # fmt: skip
         return staging
 
     def publish(self, pv: dict[str, Any], fs_type: str = "ext4") -> Path:
@@ -102,22 +109,45 @@ class CephNode:
     def expand(self, pv: dict[str, Any], required_bytes: int) -> int:
         """NodeExpandVolume as the kubelet sends it for a published volume; the capacity answered."""
         volume_id = pv["spec"]["csi"]["volumeHandle"]
-        answer = self.agent.node.NodeExpandVolume(
-            pb2.NodeExpandVolumeRequest(
-                volume_id=volume_id, volume_path=str(self.target(volume_id)),
-                staging_target_path=str(self.staging(volume_id)),
-                capacity_range=pb2.CapacityRange(required_bytes=required_bytes),
-            )
-        )  # fmt: skip
+        answer = self._timed("NodeExpand", self.agent.node.NodeExpandVolume, pb2.NodeExpandVolumeRequest(
+            volume_id=volume_id, volume_path=str(self.target(volume_id)),
+            staging_target_path=str(self.staging(volume_id)),
+            capacity_range=pb2.CapacityRange(required_bytes=required_bytes),
+        ))  # fmt: skip
         return int(answer.capacity_bytes)
 
     def unstage(self, pv: dict[str, Any]) -> None:
         volume_id = pv["spec"]["csi"]["volumeHandle"]
-        self.agent.node.NodeUnstageVolume(
-            pb2.NodeUnstageVolumeRequest(
-                volume_id=volume_id, staging_target_path=str(self.staging(volume_id))
-            )
-        )
+        self._timed("NodeUnstage", self.agent.node.NodeUnstageVolume, pb2.NodeUnstageVolumeRequest(
+            volume_id=volume_id, staging_target_path=str(self.staging(volume_id))
+        ))  # fmt: skip
+
+    def timings(self) -> dict[str, str]:
+        """Seconds per RPC and per tool the agent ran (``rbd device map``: start to mapped), as
+        ``"mean (max) xN"``, from this node's calls and the agent's log."""
+        samples = {name: list(values) for name, values in self.rpc_seconds.items()}
+        started: dict[str, datetime] = {}
+        for line in self.agent.log_path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            argv, event = entry.get("argv") or [], entry.get("event")
+            if event == "command_started" and argv[1:3] == ["device", "map"]:
+                started[argv[-1]] = datetime.fromisoformat(entry["timestamp"])
+            elif event == "rbd_mapped" and entry.get("image") in started:
+                seconds = (
+                    datetime.fromisoformat(entry["timestamp"]) - started.pop(entry["image"])
+                ).total_seconds()
+                samples.setdefault("rbd device map", []).append(seconds)
+            elif event == "command" and argv and "seconds" in entry:
+                tool = " ".join(argv[:3]) if argv[0] == "rbd" else argv[0]
+                samples.setdefault(tool, []).append(float(entry["seconds"]))
+        return {
+            name: f"{sum(v) / len(v):.3f} ({max(v):.3f}) x{len(v)}"
+            for name, v in sorted(samples.items())
+            if v
+        }
 
     def rbd_calls(self) -> list[list[str]]:
         """What the agent ran as ``rbd`` (the stand-in's own size followers are not rbd calls)."""
@@ -186,6 +216,7 @@ def ceph_node(tmp_path: Path) -> Iterator[CephNode]:
     require(node_parts_missing(("ext4", "xfs")), "the rbd-fuse + loop stand-in for rbd map")
     running = CephNode(tmp_path / "node")
     yield running
+    print(f"\nstand-in node timings, seconds mean (max) xN: {running.timings()}")
     running.stop()
 
 

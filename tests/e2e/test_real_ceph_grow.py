@@ -236,4 +236,4 @@ def test_online_expansion_of_a_staged_volume(
     assert [] == [r for t, r in reasons if t == "Warning"]
     _delete_claim(world, "data")
     wait_for(lambda: not cluster.images(cluster.pool), 60, "every image gone")
-    assert [] == world.our_volumes()
+    wait_for(lambda: not world.our_volumes(), 60, "no Cinder volume of ours left")
