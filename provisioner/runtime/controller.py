@@ -34,7 +34,8 @@ from provisioner.flows.expand import reconcile_claim_and_size
 from provisioner.flows.provision import class_name_of, is_ours
 from provisioner.ports import ListWatcher
 from provisioner.runtime.informer import Informer, trim
-from provisioner.runtime.workqueue import ShutDownError, WorkQueue
+from provisioner.runtime.workers import WorkerPool
+from provisioner.runtime.workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
 
@@ -45,9 +46,6 @@ Flow = Callable[[Context, str], Outcome]
 
 #: ``netvol.io/`` annotations users write; every other ``netvol.io/`` annotation is the controller's own
 #: (provisioning step, create attempt, cloud, … and any added later) and is not part of the shape.
-#: When even the rate limiter fails, a key is retried after this long rather than dropped.
-FALLBACK_RETRY_SECONDS = 60.0
-
 USER_ANNOTATIONS = frozenset({names.ANN_RESTORE_FROM_SNAPSHOT, names.ANN_ADOPT_VOLUME})
 
 
@@ -149,9 +147,6 @@ class Controller:
         self._clock = clock
         self.queue: WorkQueue[Key] = queue if queue is not None else WorkQueue(clock=clock)
         self._flows: dict[str, Flow] = {"claim": claim_flow, "volume": volume_flow}
-        self._workers = workers
-        self._stuck_after = stuck_after_seconds
-        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         # claim key → (versions at the final failure, clock time of its slow retry or inf)
         self._final: dict[str, tuple[Versions, float]] = {}
@@ -160,15 +155,25 @@ class Controller:
         # key → versions at the start of the step running now; keys whose own-echo event came meanwhile
         self._inflight: dict[Key, Versions] = {}
         self._deferred: set[Key] = set()
-        # worker thread name → (clock time its current step started, key)
-        self._busy: dict[str, tuple[float, Key]] = {}
-        self._stopping = threading.Event()
-        self._pause = pause or self._stopping.wait
         self._bound_seen: set[str] = set()
-        #: Called (on a new thread) when a worker hits an armed crash point; the replica dies.
-        self.on_crash: Callable[[], None] = lambda: None
-        self.crashed = threading.Event()
-        self.ctx.metrics.workers_alive.set_function(self._alive_workers)
+        self.pool: WorkerPool[Key] = WorkerPool(
+            name="worker",
+            queue=self.queue,
+            process=self.process,
+            is_leader=self.ctx.is_leader,
+            metrics=self.ctx.metrics,
+            count=workers,
+            clock=clock,
+            stuck_after_seconds=stuck_after_seconds,
+            release=self._release,
+            after=self._update_gauges,
+            describe=_describe,
+            pause=pause,
+        )
+        self._stopping = self.pool.stopping
+        #: Set when a worker hit an armed crash point (the replica dies).
+        self.crashed = self.pool.crashed
+        self.ctx.metrics.workers_alive.set_function(self.pool.alive)
         self.pvcs.add_handler(self._on_pvc)
         self.pvs.add_handler(self._on_pv)
         self.classes.add_handler(self._on_class)
@@ -325,74 +330,31 @@ class Controller:
         if echoed:
             self.queue.add(key)  # done / final: look once more at what changed during the step
 
+    @property
+    def on_crash(self) -> Callable[[], None]:
+        """Called (on a new thread) when a worker hits an armed crash point; the replica dies."""
+        return self.pool.on_crash
+
+    @on_crash.setter
+    def on_crash(self, fn: Callable[[], None]) -> None:
+        self.pool.on_crash = fn
+
+    @property
+    def _threads(self) -> list[threading.Thread]:
+        return self.pool.threads
+
     def _worker(self) -> None:
-        """Take keys until stopped. Nothing but a shutdown (or a simulated crash) ends this loop."""
-        me = threading.current_thread().name
-        while not self._stopping.is_set():
-            try:
-                if not self.run_once(me):
-                    return
-            except SimulatedCrash:
-                log.warning("simulated_crash", worker=me)
-                self.crashed.set()
-                threading.Thread(target=self.on_crash, name="crash", daemon=True).start()
-                return
-            except Exception:  # the barrier: log, count, go on (pause a moment: no hot loop)
-                log.exception("worker_loop_error", worker=me)
-                self._count_worker_error("loop")
-                self._pause(0.1)
+        self.pool.loop()
 
     def run_once(self, worker: str = "worker", timeout: float | None = None) -> bool:
-        """One iteration of a worker: take a key, run its step, release it. False once shut down."""
-        try:
-            key = self.queue.get(timeout)
-        except ShutDownError:
-            return False
-        if key is None:
-            return True
+        """One iteration of a worker (see ``WorkerPool.run_once``). False once shut down."""
+        return self.pool.run_once(worker, timeout)
+
+    def _release(self, key: Key) -> None:
+        """After every step, whatever happened in it: the key is no longer in flight."""
         with self._lock:
-            self._busy[worker] = (self._clock(), key)
-        try:
-            if self.ctx.is_leader():
-                self.process(key)
-            else:
-                self.queue.add_after(key, 1.0)
-        except SimulatedCrash:
-            raise
-        except Exception:
-            log.exception("worker_step_error", key=f"{key[0]}:{key[1]}")
-            self._count_worker_error("process")
-            self._retry_later(key)
-        finally:
-            with self._lock:
-                self._busy.pop(worker, None)
-                self._inflight.pop(key, None)
-                self._deferred.discard(key)
-            try:
-                self.queue.done(key)  # always, or the key would never be handed out again
-            finally:
-                self._update_gauges()
-        return True
-
-    def _retry_later(self, key: Key) -> None:
-        """After a failure outside the flow: back off, or (limiter broken too) retry in a minute."""
-        try:
-            self.ctx.metrics.queue_retries_total.labels(reason="worker_error").inc()
-            self.queue.add_rate_limited(key)
-            return
-        except Exception:
-            log.exception("worker_requeue_error", key=f"{key[0]}:{key[1]}")
-            self._count_worker_error("requeue")
-        try:
-            self.queue.add_after(key, FALLBACK_RETRY_SECONDS)
-        except Exception:  # the queue itself is broken: /healthz will not save us, the log must tell
-            log.exception("worker_key_dropped", key=f"{key[0]}:{key[1]}")
-
-    def _count_worker_error(self, stage: str) -> None:
-        try:
-            self.ctx.metrics.worker_errors_total.labels(stage=stage).inc()
-        except Exception:  # a metrics failure must not take the barrier down with it
-            log.exception("worker_metric_error", stage=stage)
+            self._inflight.pop(key, None)
+            self._deferred.discard(key)
 
     def _update_gauges(self) -> None:
         try:
@@ -402,12 +364,9 @@ class Controller:
             m.in_flight.set(self.queue.in_flight())
         except Exception:
             log.exception("worker_gauge_error")
-            self._count_worker_error("gauges")
+            self.pool.count_error("gauges")
 
     # ---- health --------------------------------------------------------------------------------------
-
-    def _alive_workers(self) -> int:
-        return sum(1 for t in list(self._threads) if t.is_alive())
 
     def liveness_problem(self) -> str | None:
         """None while healthy, else a one-line reason for ``/healthz`` (the kubelet then restarts us).
@@ -422,17 +381,7 @@ class Controller:
             thread = inf._thread  # read only: informers expose no liveness of their own
             if thread is not None and not inf._stop.is_set() and not thread.is_alive():
                 return f"informer {inf.resource}: watch loop died"
-        threads = list(self._threads)
-        dead = [t.name for t in threads if not t.is_alive()]
-        if dead:
-            return f"{len(dead)} of {len(threads)} worker threads died ({', '.join(dead[:3])})"
-        now = self._clock()
-        with self._lock:
-            busy = sorted(self._busy.items(), key=lambda item: item[1][0])
-        for worker, (since, (kind, name)) in busy:
-            if now - since > self._stuck_after:
-                return f"{worker} stuck for {now - since:.0f} s in one step of {kind}:{name}"
-        return None
+        return self.pool.liveness_problem()
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -464,18 +413,12 @@ class Controller:
         """Start the worker pool (only on the leader, only on synced caches)."""
         if not self.synced:
             raise RuntimeError("start_workers before the informer caches synced")
-        for i in range(self._workers):
-            t = threading.Thread(target=self._worker, name=f"worker-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.pool.start()
 
     def stop(self, *, abort_watches: Callable[[], None] | None = None, timeout: float = 10.0) -> None:
         """Drain: stop taking keys, let in-flight steps finish, stop informers."""
-        self._stopping.set()
-        self.queue.shutdown()
         deadline = time.monotonic() + timeout  # real time: thread joins (see wait_synced)
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self.pool.stop(deadline)
         for inf in (self.classes, self.pvs, self.pvcs):
             inf._stop.set()
         if abort_watches is not None:
@@ -486,6 +429,10 @@ class Controller:
     def idle(self) -> bool:
         """Nothing queued, waiting or running."""
         return self.queue.idle()
+
+
+def _describe(key: Key) -> str:
+    return f"{key[0]}:{key[1]}"
 
 
 __all__ = ["Controller", "is_ours", "shape", "trim_pv", "trim_pvc"]

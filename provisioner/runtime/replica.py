@@ -131,6 +131,9 @@ class Replica:
             resync_seconds=resync_seconds,
             watch_timeout_seconds=watch_timeout_seconds,
             clock=self.controller.ctx.clock,
+            stuck_after_seconds=(
+                config.stuck_worker_seconds if stuck_after_seconds is None else stuck_after_seconds
+            ),
         )
         self.snapshots.on_crash = self.crash
         self.health: HealthServer | None = None

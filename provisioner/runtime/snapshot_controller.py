@@ -29,7 +29,8 @@ from provisioner.flows.snapshot_execute import reconcile_content
 from provisioner.flows.snapshots import SnapshotContext
 from provisioner.ports import ListWatcher
 from provisioner.runtime.informer import Informer
-from provisioner.runtime.workqueue import ShutDownError, WorkQueue
+from provisioner.runtime.workers import WorkerPool
+from provisioner.runtime.workqueue import WorkQueue
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,7 @@ class SnapshotController:
         queue: WorkQueue[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
         flow: ContentFlow = reconcile_content,
+        stuck_after_seconds: float = 300.0,
     ) -> None:
         self.contents = Informer(
             "volumesnapshotcontents",
@@ -85,15 +87,22 @@ class SnapshotController:
         self._clock = clock
         self.queue: WorkQueue[str] = queue if queue is not None else WorkQueue(clock=clock)
         self._flow = flow
-        self._workers = workers
-        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         # key → (shape the waiting step saw, clock time it is due)
         self._backoff: dict[str, tuple[str, float]] = {}
-        self._stopping = threading.Event()
-        #: Called (on a new thread) when a worker hits an armed crash point; the replica dies.
-        self.on_crash: Callable[[], None] = lambda: None
-        self.crashed = threading.Event()
+        self.pool: WorkerPool[str] = WorkerPool(
+            name="snapshot-worker",
+            queue=self.queue,
+            process=self.process,
+            is_leader=ctx.is_leader,
+            metrics=ctx.metrics,
+            count=workers,
+            clock=clock,
+            stuck_after_seconds=stuck_after_seconds,
+        )
+        self._stopping = self.pool.stopping
+        #: Set when a worker hit an armed crash point (the replica dies).
+        self.crashed = self.pool.crashed
         self.contents.add_handler(self._on_content)
         self.classes.add_handler(self._on_class)
 
@@ -155,38 +164,18 @@ class SnapshotController:
             self.queue.add_after(name, delay)
         return outcome
 
-    def _worker(self) -> None:
-        me = threading.current_thread().name
-        while not self._stopping.is_set():
-            try:
-                if not self.run_once(me):
-                    return
-            except SimulatedCrash:
-                log.warning("simulated_crash", worker=me)
-                self.crashed.set()
-                threading.Thread(target=self.on_crash, name="crash", daemon=True).start()
-                return
-            except Exception:  # the barrier: log, count, go on (pause a moment: no hot loop)
-                log.exception("snapshot_worker_loop_error", worker=me)
-                self.ctx.metrics.worker_errors_total.labels(stage="snapshot_loop").inc()
-                self._stopping.wait(0.1)
+    @property
+    def on_crash(self) -> Callable[[], None]:
+        """Called (on a new thread) when a worker hits an armed crash point; the replica dies."""
+        return self.pool.on_crash
+
+    @on_crash.setter
+    def on_crash(self, fn: Callable[[], None]) -> None:
+        self.pool.on_crash = fn
 
     def run_once(self, worker: str = "snapshot-worker", timeout: float | None = None) -> bool:
-        """Take one key, run its step, release it. False once shut down."""
-        try:
-            name = self.queue.get(timeout)
-        except ShutDownError:
-            return False
-        if name is None:
-            return True
-        try:
-            if self.ctx.is_leader():
-                self.process(name)
-            else:
-                self.queue.add_after(name, 1.0)
-        finally:
-            self.queue.done(name)
-        return True
+        """Take one key, run its step, release it (``WorkerPool.run_once``). False once shut down."""
+        return self.pool.run_once(worker, timeout)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -220,25 +209,15 @@ class SnapshotController:
         return t
 
     def _start_workers(self) -> None:
-        for i in range(self._workers):
-            t = threading.Thread(target=self._worker, name=f"snapshot-worker-{i}", daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.pool.start()
 
     def liveness_problem(self) -> str | None:
-        """None while healthy, else a one-line reason (a dead worker thread)."""
-        if self._stopping.is_set():
-            return None
-        dead = [t.name for t in self._threads if not t.is_alive()]
-        return f"{len(dead)} snapshot worker threads died ({', '.join(dead[:3])})" if dead else None
+        """None while healthy, else a one-line reason (a dead worker thread, a worker stuck in a step)."""
+        return self.pool.liveness_problem()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking keys, let in-flight steps finish; tell the informers to end (``join`` waits)."""
-        self._stopping.set()
-        self.queue.shutdown()
-        deadline = time.monotonic() + timeout  # real time: thread joins
-        for t in self._threads:
-            t.join(max(0.0, deadline - time.monotonic()))
+        self.pool.stop(time.monotonic() + timeout)  # real time: thread joins
         for inf in (self.contents, self.classes):
             inf._stop.set()
 
