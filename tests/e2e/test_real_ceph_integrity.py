@@ -22,6 +22,7 @@ stash) is left on the node and no image in the pool.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,9 @@ def _backup_files(ceph_cinder: CephCinder, backup_id: str) -> list[Path]:
 
 
 def _cli(env: dict[str, str], command: str) -> str:
+    started = time.monotonic()
     done = execute(command, env)
+    print(f"\n{command}: exit {done.returncode} in {time.monotonic() - started:.1f} s")
     assert 0 == done.returncode, f"{command}\n{done.stderr}"
     return done.stdout
 
