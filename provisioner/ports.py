@@ -6,7 +6,7 @@ Each port has a real adapter (``provisioner/adapters``) and is exercised by one 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from provisioner.domain.model import (
@@ -34,7 +34,12 @@ class CinderPort(Protocol):
         """What the negotiated microversion allows."""
         ...
 
-    def create_volume(self, request: CreateVolumeRequest) -> Volume: ...
+    def create_volume(
+        self, request: CreateVolumeRequest, *, before_send: Callable[[], None] | None = None
+    ) -> Volume:
+        """Create (never retried). ``before_send`` runs once the call holds its in-flight slot, right before
+        the request goes out; if it raises, nothing is sent and its exception propagates as it is."""
+        ...
 
     def get_volume(self, volume_id: VolumeId) -> Volume:
         """Raises CinderNotFound."""

@@ -116,9 +116,11 @@ class FencedCinder:
         return self._inner.list_backups(metadata=metadata, volume_id=volume_id)
 
     # mutations
-    def create_volume(self, request: CreateVolumeRequest) -> Volume:
+    def create_volume(
+        self, request: CreateVolumeRequest, *, before_send: Callable[[], None] | None = None
+    ) -> Volume:
         with fence.guarded("create_volume", self._is_leader):
-            return self._inner.create_volume(request)
+            return self._inner.create_volume(request, before_send=before_send)
 
     def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:
         with fence.guarded("delete_volume", self._is_leader):

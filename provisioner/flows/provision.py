@@ -721,64 +721,59 @@ def execute(ctx: Context, s: _Seen, step: Step) -> Outcome | None:
     return error("unexpected_step", f"no executor for {type(step).__name__}")  # LookUp never gets here
 
 
+class _ClaimChanged(Exception):
+    """Raised by the create mark when the live claim is not the one the create was built for: not sent."""
+
+
 def _create(
     ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, fresh: bool = False
 ) -> Outcome:
-    """Intent + attempt mark (one patch), then the create; straight on to the export if it is final.
+    """The create, with intent + attempt mark (one patch) written once its in-flight slot is held.
+
+    The request is built from the observed claim; the patch goes out in the create's ``before_send``, so
+    the ``create-attempt`` time is when the create is sent — however long the slot took — and another
+    replica's ``create_in_flight_seconds`` wait from it covers the HTTP timeout (no create is ever sent
+    later than its mark). The intent is still persisted before any create: a failed patch sends nothing,
+    and a crash between the patch and the send leaves a mark whose wait ends with a lookup that finds
+    nothing, then a create (``after_create_mark``). Straight on to the export if the answer is final.
 
     ``fresh``: the volume was not looked up because the observed claim carries no create mark; the patch
     tests that claim's resourceVersion, so it lands only if no replica marked a create since. If the
     test fails the cache was behind: the next round looks the volume up by name like any other.
     """
     cloud = params.cloud or ctx.settings.default_cloud
-    uid = pvc["metadata"]["uid"]
-    attempt = {names.ANN_CREATE_ATTEMPT: f"{ctx.settings.identity} {ctx.wall():.3f}"}
-    try:
+    meta = pvc["metadata"]
+    source = resolve_source(ctx, pvc, params, cinder)
+    request = _create_request(ctx, pvc, sc=sc, params=params, source=source)
+    marked: list[Obj] = []
+
+    def mark() -> None:
+        attempt = {names.ANN_CREATE_ATTEMPT: f"{ctx.settings.identity} {ctx.wall():.3f}"}
         live = persist_intent(
             ctx,
             pvc,
             step="creating-volume",
             extra=attempt if ctx.settings.identity else None,
             cloud=cloud,
-            expect_version=pvc["metadata"].get("resourceVersion") if fresh else None,
+            expect_version=meta.get("resourceVersion") if fresh else None,
         )
-    except (KubeInvalid, KubeConflict):
-        if not fresh:
-            raise
-        ctx.hints.get(uid).look_up = True
-        return requeue(0.0, "claim_changed")
-    if live is None:
-        return requeue(0.0, "claim_changed")
-    meta = live["metadata"]
-    size = _requested_gib(live)
-    source = resolve_source(ctx, live, params, cinder)
-    pv_name = names.pv_name_for(meta["uid"])
-    metadata = {
-        names.META_CLUSTER: ctx.settings.cluster_id,
-        names.META_PVC_NAMESPACE: meta["namespace"],
-        names.META_PVC_NAME: meta["name"],
-        names.META_PVC_UID: meta["uid"],
-        names.META_PV_NAME: pv_name,
-        names.META_STORAGE_CLASS: sc["metadata"]["name"],
-    }
-    if ctx.settings.identity:
-        metadata[names.META_CREATED_BY] = ctx.settings.identity
-    metadata.update(source.backup_metadata())
-    request = CreateVolumeRequest(
-        name=pv_name,
-        size_gib=max(size, source.min_size_gib),
-        volume_type=params.volume_type,
-        availability_zone=params.availability_zone,
-        snapshot_id=source.snapshot_id,
-        source_volid=source.source_volid,
-        backup_id=source.backup_id,
-        metadata=metadata,
-        description=f"Kubernetes PVC {meta['namespace']}/{meta['name']}",
-    )
+        if live is None or not _same_request_inputs(pvc, live):
+            raise _ClaimChanged
+        marked.append(live)
+        ctx.checkpoint("after_create_mark")
+
     try:
-        volume = cinder.create_volume(request)
+        volume = cinder.create_volume(request, before_send=mark)
+    except _ClaimChanged:
+        return requeue(0.0, "claim_changed")
+    except (KubeInvalid, KubeConflict):
+        if not fresh or marked:
+            raise
+        ctx.hints.get(meta["uid"]).look_up = True
+        return requeue(0.0, "claim_changed")
     except CinderReferenceNotFound as e:
-        raise reference_error(e, cloud=cloud, request=request, pvc=live) from e
+        raise reference_error(e, cloud=cloud, request=request, pvc=marked[0] if marked else pvc) from e
+    live = marked[0]
     ctx.checkpoint("after_cinder_create")
     hint = ctx.hints.get(meta["uid"])
     hint.volume_id = volume.id
@@ -795,6 +790,49 @@ def _create(
     # The "creating" Event is recorded by the first poll that still finds it creating (decide_volume):
     # a create that is done by then needs no Event besides ProvisioningSucceeded, which names the volume.
     return requeue(ctx.poll_delay(hint), "creating")
+
+
+def _create_request(
+    ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, source: VolumeSource
+) -> CreateVolumeRequest:
+    """What Cinder is asked to create for the claim (name, size, type, zone, source, our tags)."""
+    meta = pvc["metadata"]
+    pv_name = names.pv_name_for(meta["uid"])
+    metadata = {
+        names.META_CLUSTER: ctx.settings.cluster_id,
+        names.META_PVC_NAMESPACE: meta["namespace"],
+        names.META_PVC_NAME: meta["name"],
+        names.META_PVC_UID: meta["uid"],
+        names.META_PV_NAME: pv_name,
+        names.META_STORAGE_CLASS: sc["metadata"]["name"],
+    }
+    if ctx.settings.identity:
+        metadata[names.META_CREATED_BY] = ctx.settings.identity
+    metadata.update(source.backup_metadata())
+    return CreateVolumeRequest(
+        name=pv_name,
+        size_gib=max(_requested_gib(pvc), source.min_size_gib),
+        volume_type=params.volume_type,
+        availability_zone=params.availability_zone,
+        snapshot_id=source.snapshot_id,
+        source_volid=source.source_volid,
+        backup_id=source.backup_id,
+        metadata=metadata,
+        description=f"Kubernetes PVC {meta['namespace']}/{meta['name']}",
+    )
+
+
+#: Claim annotations a create request is built from (its source); spec is compared whole.
+_REQUEST_ANNOTATIONS = (names.ANN_RESTORE_FROM_SNAPSHOT, names.ANN_RESTORE_FROM_BACKUP)
+
+
+def _same_request_inputs(observed: Obj, live: Obj) -> bool:
+    """The live claim asks for what the request was built from (spec and source annotations)."""
+    if observed.get("spec") != live.get("spec"):
+        return False
+    seen = observed["metadata"].get("annotations") or {}
+    now = live["metadata"].get("annotations") or {}
+    return all(seen.get(k) == now.get(k) for k in _REQUEST_ANNOTATIONS)
 
 
 def _bind(ctx: Context, pvc: Obj, *, sc: Obj, params: ClassParams, cinder: Any, volume: Volume) -> Outcome:

@@ -249,7 +249,11 @@ class FakeCinder:
         )
 
     # mutations --------------------------------------------------------------------------------------
-    def create_volume(self, request: CreateVolumeRequest) -> Volume:
+    def create_volume(
+        self, request: CreateVolumeRequest, *, before_send: Callable[[], None] | None = None
+    ) -> Volume:
+        if before_send is not None:  # like the adapter: once the slot is held, before anything is sent
+            before_send()
         self._call("create_volume", request.name)
         vid = f"{self.name}-vol-{next(self._ids)}"
         if request.backup_id is not None:

@@ -142,10 +142,19 @@ class CinderAdapter(BackupOps):
         if self._observer is not None:
             self._observer(operation, status, self._clock() - started)
 
-    def _attempt(self, operation: str, fn: Callable[[], T], *, missing_ok: bool = False) -> T:
+    def _attempt(
+        self,
+        operation: str,
+        fn: Callable[[], T],
+        *,
+        missing_ok: bool = False,
+        before_send: Callable[[], None] | None = None,
+    ) -> T:
         started = self._clock()
         with self._slots:
             fence.check_before_send()  # the slot may have taken seconds: does this replica still lead?
+            if before_send is not None:  # the caller's last step before sending (its errors are its own)
+                before_send()
             forget_last_response()
             try:
                 result = fn()
@@ -195,12 +204,22 @@ class CinderAdapter(BackupOps):
         )
         return retrying(fn)
 
-    def _call(self, operation: str, fn: Callable[[Any], T], *, idempotent: bool) -> T:
-        """Run ``fn(client)`` with the cap, translation, metrics and (if idempotent) retries."""
+    def _call(
+        self,
+        operation: str,
+        fn: Callable[[Any], T],
+        *,
+        idempotent: bool,
+        before_send: Callable[[], None] | None = None,
+    ) -> T:
+        """Run ``fn(client)`` with the cap, translation, metrics and (if idempotent) retries;
+        ``before_send`` (never with retries) runs once the slot is held, before ``fn``."""
+        if before_send is not None and idempotent:
+            raise ValueError("before_send is for calls that are sent once")
 
         def once() -> T:
             client = self._ensure_client()
-            return self._attempt(operation, lambda: fn(client))
+            return self._attempt(operation, lambda: fn(client), before_send=before_send)
 
         return self._retrying(operation, once) if idempotent else once()
 
@@ -222,8 +241,14 @@ class CinderAdapter(BackupOps):
 
     # --- volumes -------------------------------------------------------------------------------------
 
-    def create_volume(self, request: CreateVolumeRequest) -> Volume:
+    def create_volume(
+        self, request: CreateVolumeRequest, *, before_send: Callable[[], None] | None = None
+    ) -> Volume:
         """Create (not retried: the caller looks up by name + cluster tag before creating again).
+
+        ``before_send`` runs once this call holds its in-flight slot (and the fence passed), right before
+        the request is sent: the provision flow writes its create mark there, so the mark's time is the
+        send time however long the slot took. If it raises, nothing is sent.
 
         A 404 (or an availability-zone 400) names what the request referred to that Cinder lacks:
         CinderReferenceNotFound says which request field, so the flow can name the user's field.
@@ -243,7 +268,7 @@ class CinderAdapter(BackupOps):
                 operation="create_volume",
             )
         try:
-            resource = self._create_volume(request)
+            resource = self._create_volume(request, before_send)
         except (CinderNotFound, CinderBadRequest) as e:
             reference = _missing_reference(e, request)
             if reference is None:
@@ -259,7 +284,7 @@ class CinderAdapter(BackupOps):
         log.info("cinder_volume_created", volume_id=volume.id, volume=volume.name, size_gib=volume.size_gib)
         return volume
 
-    def _create_volume(self, request: CreateVolumeRequest) -> Any:
+    def _create_volume(self, request: CreateVolumeRequest, before_send: Callable[[], None] | None) -> Any:
         return self._call(
             "create_volume",
             lambda c: c.volumes.create(
@@ -274,6 +299,7 @@ class CinderAdapter(BackupOps):
                 **({"backup_id": request.backup_id} if request.backup_id else {}),
             ),
             idempotent=False,
+            before_send=before_send,
         )
 
     def get_volume(self, volume_id: VolumeId) -> Volume:

@@ -4,6 +4,7 @@ one Event per claim when the create is done by its first poll. Each test states 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -167,8 +168,10 @@ def test_even_with_a_current_cache_a_looked_up_claim_keeps_looking_up() -> None:
 class _FinalCinder(_Cinder):
     """A cloud whose create answer is already final (``available``)."""
 
-    def create_volume(self, request: CreateVolumeRequest) -> Volume:
-        volume = super().create_volume(request)
+    def create_volume(
+        self, request: CreateVolumeRequest, *, before_send: Callable[[], None] | None = None
+    ) -> Volume:
+        volume = super().create_volume(request, before_send=before_send)
         return self.add_volume(
             volume.id, status=AVAILABLE, name=volume.name, size_gib=volume.size_gib, metadata=volume.metadata
         )
