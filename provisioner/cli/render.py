@@ -35,7 +35,7 @@ from provisioner.domain.model import ConnectionInfo, Volume
 from provisioner.domain.params import ClassParams, parse_class_fields, parse_class_parameters
 from provisioner.domain.quantity import MAX_GIB, requested_size_gib
 from provisioner.flows.adopt import ADOPT_FIELD, Refuse, adopt_volume_id, check_adoption, check_claim
-from provisioner.mapping.build import ContentSource, ProvisionedVolume, build_objects
+from provisioner.mapping.build import ContentSource, ProvisionedVolume, build_objects, requested_content
 
 #: Used when neither --volume-id nor the connection info's data.volume_id names the Cinder volume.
 PLACEHOLDER_VOLUME_ID: Final = "00000000-0000-0000-0000-000000000000"
@@ -333,16 +333,7 @@ def content_source_of(pvc: Mapping[str, Any]) -> ContentSource:
 
     An adopting claim never gets here: ``rendered`` records "adopted" only once the adoption was decided.
     """
-    metadata = _mapping(pvc.get("metadata"))
-    annotations = _mapping(metadata.get("annotations"))
-    spec = _mapping(pvc.get("spec"))
-    source = _mapping(spec.get("dataSource") or spec.get("dataSourceRef"))
-    kind = source.get("kind")
-    if kind == "VolumeSnapshot" or names.ANN_RESTORE_FROM_SNAPSHOT in annotations:
-        return "snapshot"
-    if kind == "PersistentVolumeClaim":
-        return "volume"
-    return "empty"
+    return requested_content(pvc)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

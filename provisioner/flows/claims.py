@@ -42,7 +42,9 @@ def never_created(ctx: Context, pvc: Obj) -> bool:
 
     Every create is preceded, in the same patch, by our intent finalizer, the step annotation and the
     ``create-attempt`` mark (``_create`` → ``persist_intent``), and only ``drop_intent`` removes them,
-    once the PV exists or the claim is bound. So a claim carrying none of the three has no volume of
+    once the PV exists or the claim is bound — or the failure record of an attempt Cinder refused for
+    good, tested on that attempt's mark (``provision._release_refused``). So a claim carrying none of
+    the three has no volume of
     ours, *if* the copy is current: the caller proves that by making its intent patch conditional on
     this copy's ``resourceVersion`` (``persist_intent(expect_version=…)``). Without an identity no
     attempt mark is ever written, so nothing is proven.

@@ -54,6 +54,17 @@ class Hint:
     look_up: bool = False
     #: the "creating Cinder volume" Event was recorded (only for a create still pending at its first poll)
     announced: bool = False
+    #: the create the claim's mark announces was refused for good (no volume): the failure record may
+    #: drop the intent with it (see ``provision._record_failure``)
+    refused: Refused | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The create-attempt mark whose attempt created nothing, and the claim's finalizers as it wrote them."""
+
+    mark: str
+    finalizers: tuple[str, ...]
 
 
 class Hints:

@@ -37,6 +37,7 @@ from provisioner.domain.errors import (
     KubeConflict,
     KubeError,
     KubeInvalid,
+    KubeNotFound,
     ProvisionerError,
 )
 from provisioner.domain.model import CREATING, DELETING, ERROR, CreateVolumeRequest, Volume, VolumeId
@@ -56,7 +57,7 @@ from provisioner.flows.claims import (
     other_create_in_flight,
     persist_intent,
 )
-from provisioner.flows.context import Context, Obj
+from provisioner.flows.context import Context, Obj, Refused
 from provisioner.flows.duplicates import choose_keeper, remove_duplicates, volumes_of_claim
 from provisioner.flows.export import cleanup_volume, export_volume, unexport
 from provisioner.flows.sources import VolumeSource, finish_restore, resolve_source
@@ -67,6 +68,7 @@ from provisioner.mapping.build import (
     ProvisionedVolume,
     build_objects,
     parse_claim,
+    requested_content,
 )
 from provisioner.telemetry.events import PROVISIONING, PROVISIONING_FAILED, PROVISIONING_SUCCEEDED
 
@@ -772,7 +774,11 @@ def _create(
         ctx.hints.get(meta["uid"]).look_up = True
         return requeue(0.0, "claim_changed")
     except CinderReferenceNotFound as e:
+        _refused(ctx, marked)
         raise reference_error(e, cloud=cloud, request=request, pvc=marked[0] if marked else pvc) from e
+    except CinderQuotaExceeded:
+        _refused(ctx, marked)
+        raise
     live = marked[0]
     ctx.checkpoint("after_cinder_create")
     hint = ctx.hints.get(meta["uid"])
@@ -790,6 +796,17 @@ def _create(
     # The "creating" Event is recorded by the first poll that still finds it creating (decide_volume):
     # a create that is done by then needs no Event besides ProvisioningSucceeded, which names the volume.
     return requeue(ctx.poll_delay(hint), "creating")
+
+
+def _refused(ctx: Context, marked: list[Obj]) -> None:
+    """Cinder refused the create for good: it created nothing, so the failure record may drop the
+    intent this attempt's mark announced (``_release_refused``)."""
+    if not marked or not ctx.settings.identity:
+        return
+    meta = marked[0]["metadata"]
+    mark = (meta.get("annotations") or {}).get(names.ANN_CREATE_ATTEMPT)
+    if mark:
+        ctx.hints.get(meta["uid"]).refused = Refused(str(mark), tuple(meta.get("finalizers") or ()))
 
 
 def _create_request(
@@ -1029,7 +1046,16 @@ def resolve_content_kind(pvc: Obj, volume: Volume) -> ContentSource:
         return "volume"
     if volume.metadata.get(names.META_PVC_UID) != pvc["metadata"]["uid"]:
         return "adopted"
-    return "empty"
+    requested = requested_content(pvc)
+    if requested != "empty":
+        # The claim asked for a source Cinder does not show: never let the node format it as new.
+        log.warning(
+            "volume_source_not_shown",
+            pvc=f"{pvc['metadata'].get('namespace')}/{pvc['metadata'].get('name')}",
+            volume_id=volume.id,
+            requested=requested,
+        )
+    return requested
 
 
 def _fail(ctx: Context, pvc: Obj, sc_name: str, reason: str, message: str, *, retry: float = 0.0) -> Outcome:
@@ -1059,6 +1085,10 @@ def _record_failure(ctx: Context, pvc: Obj, retry: float) -> None:
     now = ctx.wall()
     due = f"{now + retry:.0f}" if retry > 0 else "-"
     value = f"{now:.0f} {due} {claim_shape(pvc, sc)}"
+    hint = ctx.hints.get(meta["uid"])
+    refused, hint.refused = hint.refused, None
+    if refused is not None and _release_refused(ctx, pvc, refused, value):
+        return
     old = (meta.get("annotations") or {}).get(names.ANN_FINAL_FAILURE, "")
     if old and old.split(" ")[1:] == value.split(" ")[1:]:
         return
@@ -1072,6 +1102,45 @@ def _record_failure(ctx: Context, pvc: Obj, retry: float) -> None:
         )
     except KubeError as e:  # only an optimisation for the next leader: never fail the step for it
         log.warning("final_failure_record_failed", error=str(e))
+
+
+def _release_refused(ctx: Context, pvc: Obj, refused: Refused, value: str) -> bool:
+    """Record the failure and drop the intent in one patch, if the claim's mark is still the refused one.
+
+    The attempt that wrote ``refused.mark`` created nothing (Cinder refused its create for good), and any
+    later create would have re-stamped the mark first: so while the test on the mark holds, no volume of
+    this claim can exist and the finalizer, step and mark may go — the claim is back to "never created"
+    (``never_created``), and its slow retry, or a new leader's, is one create: no lookup, no wait for an
+    in-flight create. A failed test (the claim moved on) falls back to recording the failure alone.
+    True if the failure was recorded.
+    """
+    meta = pvc["metadata"]
+    kept = [f for f in refused.finalizers if f != names.PVC_PROVISIONING_FINALIZER]
+    ann = "/metadata/annotations/"
+    ops: list[dict[str, Any]] = [
+        {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
+        {"op": "test", "path": ann + _pointer(names.ANN_CREATE_ATTEMPT), "value": refused.mark},
+        {"op": "test", "path": "/metadata/finalizers", "value": list(refused.finalizers)},
+        {"op": "replace", "path": "/metadata/finalizers", "value": kept},
+        {"op": "remove", "path": ann + _pointer(names.ANN_CREATE_ATTEMPT)},
+        {"op": "remove", "path": ann + _pointer(names.ANN_PROVISIONING_STEP)},
+        {"op": "add", "path": ann + _pointer(names.ANN_FINAL_FAILURE), "value": value},
+    ]
+    try:
+        ctx.kube.patch(
+            "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"
+        )
+    except KubeNotFound:
+        return True
+    except KubeError as e:  # the claim moved on (a test failed): keep the intent, record the failure alone
+        log.info("refused_intent_kept", pvc=f"{meta['namespace']}/{meta['name']}", error=str(e))
+        return False
+    ctx.hints.mark_intent_released(meta["uid"])
+    return True
+
+
+def _pointer(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
 
 
 __all__ = ["VolumeSource", "abandon", "class_name_of", "is_ours", "reconcile_claim"]

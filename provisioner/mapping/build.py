@@ -36,6 +36,7 @@ __all__ = [
     "ProvisionedVolume",
     "build_objects",
     "parse_claim",
+    "requested_content",
     "requested_size_gib",
     "secret_name_for",
 ]
@@ -87,6 +88,32 @@ class Claim:
 def secret_name_for(pv_name: str) -> str:
     """Name of the provisioner-owned Secret of a PV (deterministic, so a retry finds it)."""
     return pv_name + _SECRET_SUFFIX
+
+
+def requested_content(pvc: Mapping[str, Any]) -> ContentSource:
+    """What the claim asked its volume's data to come from ("empty": nothing; then it may be formatted).
+
+    A claim that names a source (``spec.dataSource``/``dataSourceRef``, a restore annotation) never maps
+    to "empty", whatever Cinder later reports: a restore that came back blank must fail on the node, not
+    be formatted and handed over as new.
+    """
+    metadata = _as_mapping(pvc.get("metadata"))
+    annotations = _as_mapping(metadata.get("annotations"))
+    spec = _as_mapping(pvc.get("spec"))
+    source = _as_mapping(spec.get("dataSource") or spec.get("dataSourceRef"))
+    if source.get("kind") == "PersistentVolumeClaim":
+        return "volume"
+    if (
+        source
+        or names.ANN_RESTORE_FROM_SNAPSHOT in annotations
+        or names.ANN_RESTORE_FROM_BACKUP in annotations
+    ):
+        return "snapshot"  # a VolumeSnapshot (snapshot or backup), or any other populated source
+    return "empty"
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def parse_claim(pvc: Mapping[str, Any], *, params: ClassParams, multiattach: bool) -> Claim:
