@@ -41,10 +41,10 @@ def never_created(ctx: Context, pvc: Obj) -> bool:
     """No replica can have sent a create for this claim: the lookup by name may be skipped.
 
     Every create is preceded, in the same patch, by our intent finalizer, the step annotation and the
-    ``create-attempt`` mark (``_create`` → ``persist_intent``), and only ``drop_intent`` removes them,
-    once the PV exists or the claim is bound — or the failure record of an attempt Cinder refused for
-    good, tested on that attempt's mark (``provision._release_refused``). So a claim carrying none of
-    the three has no volume of
+    ``create-attempt`` mark (``_create`` → ``persist_intent``). ``drop_intent`` removes the first two
+    once the PV exists or the claim is bound, never the mark; only the failure record of an attempt
+    Cinder refused for good removes all three, tested on that attempt's mark
+    (``provision._release_refused``). So a claim carrying none of the three has no volume of
     ours, *if* the copy is current: the caller proves that by making its intent patch conditional on
     this copy's ``resourceVersion`` (``persist_intent(expect_version=…)``). Without an identity no
     attempt mark is ever written, so nothing is proven.
@@ -140,18 +140,19 @@ def persist_intent(
 
 
 def drop_intent(ctx: Context, pvc: Obj) -> None:
-    """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race)."""
+    """Remove our finalizer and step annotation (strategic merge: a set operation, no stale-list race).
+
+    The ``create-attempt`` mark stays: it is the proof that a create happened (``never_created``). A
+    claim cache that sees the release before the PV cache sees the PV must not take the claim for one
+    nobody created — that made a second volume for a bound claim.
+    """
     meta = pvc["metadata"]
     if ctx.hints.intent_released(meta["uid"]):
         return  # already removed by us; the cached copy is just late
     patch = {
         "metadata": {
             "$deleteFromPrimitiveList/finalizers": [names.PVC_PROVISIONING_FINALIZER],
-            "annotations": {
-                names.ANN_PROVISIONING_STEP: None,
-                names.ANN_CREATE_ATTEMPT: None,
-                names.ANN_FINAL_FAILURE: None,
-            },
+            "annotations": {names.ANN_PROVISIONING_STEP: None, names.ANN_FINAL_FAILURE: None},
         }
     }
     try:

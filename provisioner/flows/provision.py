@@ -425,6 +425,8 @@ def observe_claim(ctx: Context, key: str, pvc: Obj) -> tuple[ClaimState, Obj | N
     if existing_pv is not None:
         claim_ref = (existing_pv.get("spec") or {}).get("claimRef") or {}
         pv = "ours" if claim_ref.get("uid") == uid else "foreign"
+    elif ctx.hints.intent_released(uid):
+        pv = "ours"  # we created its PV and released the claim: the PV cache is only late
     if sc is None or pv != "none":
         grace = _class_grace(meta.get("creationTimestamp"), ctx.wall()) if sc is None else 0.0
         state = ClaimState(**base, class_name=sc_name, class_found=sc is not None, class_grace=grace, pv=pv)
@@ -1135,7 +1137,6 @@ def _release_refused(ctx: Context, pvc: Obj, refused: Refused, value: str) -> bo
     except KubeError as e:  # the claim moved on (a test failed): keep the intent, record the failure alone
         log.info("refused_intent_kept", pvc=f"{meta['namespace']}/{meta['name']}", error=str(e))
         return False
-    ctx.hints.mark_intent_released(meta["uid"])
     return True
 
 

@@ -250,3 +250,39 @@ def test_a_pv_left_by_a_crashed_attempt_records_the_attachment_that_exists_now()
     (volume,) = world.cinder.volumes.values()
     live = world.kube.find("persistentvolumes", PV)["metadata"]["annotations"][names.ANN_ATTACHMENT_ID]
     assert (first not in volume.attachment_ids, [live]) == (True, list(volume.attachment_ids))
+
+
+@pytest.mark.parametrize("same_replica", [True, False], ids=["same-replica", "new-leader"])
+def test_a_released_claim_seen_before_its_pv_is_never_created_again(same_replica: bool) -> None:
+    """The release (intent off) reaches the claim cache before the PV reaches the PV cache: the claim
+    looks unbound and PV-less. Its create mark stays on after the release, so it is never mistaken for a
+    claim nobody created (chaos found two volumes for one claim that way): the releasing replica knows it
+    made the PV; any other looks the volume up by name — and creates nothing."""
+    world = _world(live_caches=False)
+    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+
+    def sync_claim(w: Any) -> None:
+        w.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+
+    sync_claim(world)
+    reconcile_claim(world.ctx, "ns/data")
+    _settle(world)
+    sync_claim(world)
+    assert "done" == reconcile_claim(world.ctx, "ns/data").kind  # PV created, intent released
+    live = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    assert names.PVC_PROVISIONING_FINALIZER not in (live.get("finalizers") or [])
+    assert names.ANN_CREATE_ATTEMPT in live["annotations"]  # the proof that a create happened stays
+    assert not world.pvs.objects  # the PV cache lags
+    other = world
+    if not same_replica:
+        other = make_context(
+            live_caches=False, kube=world.kube, clouds=world.clouds, clock=world.clock, identity="replica-1"
+        )
+    other.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+    sync_claim(other)
+    world.cinder.calls.clear()
+    reconcile_claim(other.ctx, "ns/data")
+    assert "create_volume" not in world.cinder.methods_called()
+    assert 1 == len(world.cinder.volumes)
+    if same_replica:
+        assert [] == world.cinder.methods_called()
