@@ -44,7 +44,7 @@ def never_created(ctx: Context, pvc: Obj) -> bool:
     ``create-attempt`` mark (``_create`` → ``persist_intent``). ``drop_intent`` removes the first two
     once the PV exists or the claim is bound, never the mark; only the failure record of an attempt
     Cinder refused for good removes all three, tested on that attempt's mark
-    (``provision._release_refused``). So a claim carrying none of the three has no volume of
+    (``provision_execute._release_refused``). So a claim carrying none of the three has no volume of
     ours, *if* the copy is current: the caller proves that by making its intent patch conditional on
     this copy's ``resourceVersion`` (``persist_intent(expect_version=…)``). Without an identity no
     attempt mark is ever written, so nothing is proven.

@@ -55,7 +55,7 @@ class Hint:
     #: the "creating Cinder volume" Event was recorded (only for a create still pending at its first poll)
     announced: bool = False
     #: the create the claim's mark announces was refused for good (no volume): the failure record may
-    #: drop the intent with it (see ``provision._record_failure``)
+    #: drop the intent with it (see ``provision_execute._record_failure``)
     refused: Refused | None = None
 
 

@@ -11,7 +11,8 @@ from provisioner.domain import names
 from provisioner.domain.errors import CinderReferenceNotFound, CinderUnavailable
 from provisioner.domain.model import CreateVolumeRequest, SnapshotId, Volume, VolumeId
 from provisioner.flows.adopt import Adopt, Refuse
-from provisioner.flows.provision import (
+from provisioner.flows.provision import _class_grace, reconcile_claim
+from provisioner.flows.provision_decide import (
     Abandon,
     AdoptVolume,
     Bind,
@@ -27,14 +28,12 @@ from provisioner.flows.provision import (
     Step,
     VolumeState,
     Wait,
-    _class_grace,
     decide,
     decide_claim,
     decide_volume,
-    reconcile_claim,
     reference_error,
-    resolve_content_kind,
 )
+from provisioner.flows.provision_execute import resolve_content_kind
 from tests.fakes.ports import make_context
 
 UID = "0e572045-ae5a-491c-83e4-6b55e6dfa8be"

@@ -21,15 +21,8 @@ from provisioner.domain.model import (
     VolumeId,
 )
 from provisioner.flows.claims import never_created
-from provisioner.flows.provision import (
-    ClaimState,
-    Create,
-    Limits,
-    VolumeState,
-    Wait,
-    decide_volume,
-    reconcile_claim,
-)
+from provisioner.flows.provision import reconcile_claim
+from provisioner.flows.provision_decide import ClaimState, Create, Limits, VolumeState, Wait, decide_volume
 from tests.fakes.ports import FakeCinder, make_context
 
 UID = "0e572045-ae5a-491c-83e4-6b55e6dfa8be"
