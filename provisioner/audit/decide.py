@@ -155,11 +155,13 @@ def pv_deleting(pv: Obj) -> bool:
 
 
 def claim_in_progress(pvc: Obj) -> bool:
-    """The provision (or abandon) flow still owns whatever volume this claim has in Cinder."""
+    """The provision (or abandon) flow still owns whatever volume this claim has in Cinder.
+
+    Its intent finalizer says so, or it is neither bound nor deleted yet. (The ``create-attempt`` mark
+    says nothing here: it stays on a claim after its release, as the proof that a create happened.)
+    """
     meta = _meta(pvc)
     if names.PVC_PROVISIONING_FINALIZER in (meta.get("finalizers") or []):
-        return True
-    if _ann(pvc).get(names.ANN_CREATE_ATTEMPT):
         return True
     return not (pvc.get("spec") or {}).get("volumeName") and not meta.get("deletionTimestamp")
 

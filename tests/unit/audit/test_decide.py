@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from provisioner.audit.decide import KubeInventory, Observed, Options, audit
+from provisioner.audit.decide import KubeInventory, Observed, Options, audit, claim_in_progress
 from provisioner.audit.model import Kind
+from provisioner.domain import names
 from tests.unit.audit.builders import (
     CLUSTER,
     DAY,
@@ -412,3 +413,25 @@ def test_pv_resized_between_the_looks_is_not_a_size_drift() -> None:
     )
     kinds = [f.kind for f in audit(Observed(clouds=cinder, kube=steady), options()).findings]
     assert [K.SIZE_DRIFT] == kinds
+
+
+@pytest.mark.parametrize(
+    ("meta", "spec", "expected"),
+    [
+        pytest.param(
+            {"finalizers": [names.PVC_PROVISIONING_FINALIZER]}, {"volumeName": "pv"}, True, id="intent"
+        ),
+        pytest.param({}, {}, True, id="unbound"),
+        pytest.param({}, {"volumeName": "pv"}, False, id="bound"),
+        # the create mark stays after the release: a bound claim carrying it is not in progress
+        pytest.param(
+            {"annotations": {names.ANN_CREATE_ATTEMPT: "replica-0 1.0"}},
+            {"volumeName": "pv"},
+            False,
+            id="marked",
+        ),
+        pytest.param({"deletionTimestamp": "2026-01-01T00:00:00Z"}, {}, False, id="deleted"),
+    ],
+)
+def test_claim_in_progress(meta: dict[str, Any], spec: dict[str, Any], expected: bool) -> None:
+    assert expected == claim_in_progress({"metadata": {"uid": "u", **meta}, "spec": spec})
