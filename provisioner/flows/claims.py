@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from provisioner.domain import names
-from provisioner.domain.errors import CinderNotFound, KubeNotFound
+from provisioner.domain.errors import CinderNotFound, KubeConflict, KubeInvalid, KubeNotFound
 from provisioner.domain.model import AVAILABLE, CREATING, Volume
 from provisioner.flows.context import Context, Hint, Obj
 
@@ -105,22 +105,28 @@ def persist_intent(
     The cloud is recorded with the intent so that abandoning the claim later finds its volume on the right
     cloud even when the StorageClass is gone by then (deleted together with the claim). With
     ``expect_version`` the patch also tests the claim's ``resourceVersion``: it applies only to exactly
-    the copy the caller decided on (a failed test is a 422, ``KubeInvalid``).
+    the copy the caller decided on (a failed test is a 422, ``KubeInvalid``). A copy without finalizers
+    or annotations gets the same test on its own version, because adding the whole list or map would
+    replace what the live claim has there; that test failing is ``KubeConflict`` (transient).
     """
     meta = pvc["metadata"]
     ops: list[dict[str, Any]] = [{"op": "test", "path": "/metadata/uid", "value": meta["uid"]}]
-    if expect_version is not None:
-        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": expect_version})
     finalizers = meta.get("finalizers")
-    if finalizers is None:
-        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})
-    elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
-        ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
     annotations = dict(extra or {})
     if cloud and (meta.get("annotations") or {}).get(names.ANN_CLOUD) != cloud:
         annotations[names.ANN_CLOUD] = cloud
     if step:
         annotations[names.ANN_PROVISIONING_STEP] = step
+    # Adding a whole list or map replaces whatever the live claim has there: only for exactly this copy.
+    whole = finalizers is None or (bool(annotations) and meta.get("annotations") is None)
+    guard = expect_version is None and whole and bool(meta.get("resourceVersion"))
+    if expect_version is not None or guard:
+        version = expect_version if expect_version is not None else meta["resourceVersion"]
+        ops.append({"op": "test", "path": "/metadata/resourceVersion", "value": version})
+    if finalizers is None:
+        ops.append({"op": "add", "path": "/metadata/finalizers", "value": [names.PVC_PROVISIONING_FINALIZER]})
+    elif names.PVC_PROVISIONING_FINALIZER not in finalizers:
+        ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": names.PVC_PROVISIONING_FINALIZER})
     if annotations and meta.get("annotations") is None:
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
     else:
@@ -132,6 +138,14 @@ def persist_intent(
         )
     except KubeNotFound:
         return None
+    except KubeInvalid as e:
+        if not guard:
+            raise
+        # The cached copy had no finalizers / annotations, the live claim has changed since: retry by
+        # backoff (transient) once the cache caught up, never overwrite what someone else added.
+        raise KubeConflict(
+            f"claim {meta['namespace']}/{meta['name']} changed since it was cached: {e}"
+        ) from e
     ctx.hints.intent_persisted(meta["uid"])
     lmeta = live["metadata"]
     if lmeta.get("deletionTimestamp") or (live.get("spec") or {}).get("volumeName"):

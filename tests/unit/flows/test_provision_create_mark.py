@@ -111,6 +111,7 @@ def test_a_claim_whose_source_changed_before_the_send_sends_nothing() -> None:
     world = _world(live_caches=False)
     world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
     _live(world)["metadata"]["annotations"] = {"team": "a"}
+    _live(world)["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]  # as admission leaves it
     world.pvcs.objects["ns/data"] = copy.deepcopy(_live(world))
     world.ctx.hints.get(UID).look_up = True  # a marked claim: no version test, so the patch lands
     world.kube.patch(

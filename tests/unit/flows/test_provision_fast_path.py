@@ -151,6 +151,9 @@ def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> N
 def test_even_with_a_current_cache_a_looked_up_claim_keeps_looking_up() -> None:
     """Once a version test failed, the claim is looked up by name on every later round (no fast path)."""
     world = _world()
+    meta = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    meta["finalizers"] = ["kubernetes.io/pvc-protection"]  # as admission leaves every real claim
+    meta["annotations"] = {"team": "a"}
     world.ctx.hints.get(UID).look_up = True
     reconcile_claim(world.ctx, "ns/data")
     assert ["find_volume", "create_volume"] == world.cinder.methods_called()
@@ -279,3 +282,35 @@ def test_a_released_claim_seen_before_its_pv_is_never_created_again(same_replica
     assert 1 == len(world.cinder.volumes)
     if same_replica:
         assert [] == world.cinder.methods_called()
+
+
+def test_an_intent_patch_from_a_copy_without_annotations_never_overwrites_ones_added_since() -> None:
+    """Adding the whole annotations map (the cached copy has none) would replace what the live claim got
+    meanwhile (a user's restore annotation, the PV controller's handshake): the patch then tests the
+    copy's resourceVersion, and a claim changed since is retried by backoff, nothing overwritten."""
+    world = _world(live_caches=False)
+    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+    cached = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    cached["metadata"]["finalizers"] = ["kubernetes.io/pvc-protection"]
+    world.kube.put("persistentvolumeclaims", copy.deepcopy(cached))
+    cached = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    assert "annotations" not in cached["metadata"]
+    world.pvcs.objects["ns/data"] = cached
+    world.ctx.hints.get(UID).look_up = True  # not the fresh path: no version test of its own
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"metadata": {"annotations": {"example.com/owner": "team-a"}}},
+        namespace="ns",
+    )
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert "error" == outcome.kind  # transient: backoff, then the cache has caught up
+    live = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    assert {"example.com/owner": "team-a"} == live["annotations"]
+    assert ["kubernetes.io/pvc-protection"] == live["finalizers"]
+    assert "create_volume" not in world.cinder.methods_called()
+    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    reconcile_claim(world.ctx, "ns/data")
+    live = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    assert "team-a" == live["annotations"]["example.com/owner"]
+    assert names.ANN_CREATE_ATTEMPT in live["annotations"]
