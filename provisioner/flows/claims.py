@@ -87,7 +87,8 @@ def lookup_volume(ctx: Context, cinder: Any, pv_name: str, hint: Hint) -> Volume
     return found
 
 
-def _json_pointer(key: str) -> str:
+def json_pointer(key: str) -> str:
+    """``key`` escaped as one JSON Pointer (RFC 6901) segment."""
     return key.replace("~", "~0").replace("/", "~1")
 
 
@@ -131,7 +132,7 @@ def persist_intent(
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
     else:
         for key, value in annotations.items():
-            ops.append({"op": "add", "path": "/metadata/annotations/" + _json_pointer(key), "value": value})
+            ops.append({"op": "add", "path": "/metadata/annotations/" + json_pointer(key), "value": value})
     try:
         live = ctx.kube.patch(
             "persistentvolumeclaims", meta["name"], ops, namespace=meta["namespace"], patch_type="json"

@@ -31,6 +31,7 @@ from provisioner.flows.claims import (
     EXPORTABLE,
     class_name_of,
     drop_intent,
+    json_pointer,
     persist_intent,
 )
 from provisioner.flows.context import Context, Obj, Refused
@@ -449,12 +450,12 @@ def _release_refused(ctx: Context, pvc: Obj, refused: Refused, value: str) -> bo
     ann = "/metadata/annotations/"
     ops: list[dict[str, Any]] = [
         {"op": "test", "path": "/metadata/uid", "value": meta["uid"]},
-        {"op": "test", "path": ann + _pointer(names.ANN_CREATE_ATTEMPT), "value": refused.mark},
+        {"op": "test", "path": ann + json_pointer(names.ANN_CREATE_ATTEMPT), "value": refused.mark},
         {"op": "test", "path": "/metadata/finalizers", "value": list(refused.finalizers)},
         {"op": "replace", "path": "/metadata/finalizers", "value": kept},
-        {"op": "remove", "path": ann + _pointer(names.ANN_CREATE_ATTEMPT)},
-        {"op": "remove", "path": ann + _pointer(names.ANN_PROVISIONING_STEP)},
-        {"op": "add", "path": ann + _pointer(names.ANN_FINAL_FAILURE), "value": value},
+        {"op": "remove", "path": ann + json_pointer(names.ANN_CREATE_ATTEMPT)},
+        {"op": "remove", "path": ann + json_pointer(names.ANN_PROVISIONING_STEP)},
+        {"op": "add", "path": ann + json_pointer(names.ANN_FINAL_FAILURE), "value": value},
     ]
     try:
         ctx.kube.patch(
@@ -466,7 +467,3 @@ def _release_refused(ctx: Context, pvc: Obj, refused: Refused, value: str) -> bo
         log.info("refused_intent_kept", pvc=f"{meta['namespace']}/{meta['name']}", error=str(e))
         return False
     return True
-
-
-def _pointer(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
