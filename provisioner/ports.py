@@ -49,8 +49,11 @@ class CinderPort(Protocol):
         """The one volume with this name whose metadata carries our cluster tag; two → CinderAmbiguous."""
         ...
 
-    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
-        """All volumes whose metadata contains ``metadata`` (follows pagination)."""
+    def list_volumes(
+        self, *, metadata: Mapping[str, str], created_since: float | None = None
+    ) -> Iterator[Volume]:
+        """All volumes whose metadata contains ``metadata`` (follows pagination); with ``created_since``
+        (Unix seconds, needs ``capabilities.time_filters``) only those created at or after it."""
         ...
 
     def delete_volume(self, volume_id: VolumeId, *, cascade: bool = False) -> None:

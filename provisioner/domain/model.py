@@ -177,6 +177,7 @@ class CinderCapabilities:
     name_filter: bool  # 3.34 like-filters (exact name works earlier)
     inuse_extend: bool  # 3.42
     backups_as_source: bool  # 3.47 create from backup
+    time_filters: bool = False  # 3.60 created_at / updated_at comparisons in list filters
 
 
 ExportMode = Literal["attachment", "legacy"]

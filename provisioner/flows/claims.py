@@ -75,14 +75,38 @@ def is_ours(pvc: Obj, storage_class: Obj | None, provisioner_name: str) -> bool:
     return storage_class is not None and storage_class.get("provisioner") == provisioner_name
 
 
-def lookup_volume(ctx: Context, cinder: Any, pv_name: str, hint: Hint) -> Volume | None:
-    """The claim's volume: by remembered id, else by name + cluster tag (never a silent pick of two)."""
+def lookup_volume(
+    ctx: Context, cinder: Any, pv_name: str, hint: Hint, *, cloud: str | None = None
+) -> Volume | None:
+    """The claim's volume: by remembered id, else by name + cluster tag (never a silent pick of two).
+
+    With ``cloud``, a remembered volume still on the status board (a create answered ``creating``) is
+    read from the round's shared list when one started within a poll interval of this poll's due time
+    (``status_board``); otherwise, and whenever the board has no reading, by its own ``get``.
+    """
     if hint.volume_id is not None:
+        if cloud is not None:
+            seen = ctx.board.read(
+                cloud,
+                hint.volume_id,
+                not_before=hint.next_poll_at - ctx.settings.poll_initial_seconds,
+                now=ctx.clock(),
+                lister=lambda since: cinder.list_volumes(
+                    metadata={names.META_CLUSTER: ctx.settings.cluster_id}, created_since=since
+                ),
+            )
+            if seen is not None:
+                return seen
         try:
             volume: Volume = cinder.get_volume(hint.volume_id)
-            return volume
         except CinderNotFound:
+            if cloud is not None:
+                ctx.board.forget(cloud, hint.volume_id)
             hint.volume_id = None
+        else:
+            if cloud is not None and volume.status != CREATING:
+                ctx.board.forget(cloud, volume.id)
+            return volume
     found: Volume | None = cinder.find_volume(name=pv_name, cluster=ctx.settings.cluster_id)
     return found
 

@@ -12,6 +12,7 @@ from typing import Any
 from provisioner.domain.errors import ConfigError, InvalidInput
 from provisioner.domain.model import Connector, VolumeId
 from provisioner.flows.fencing import FencedCinder
+from provisioner.flows.status_board import StatusBoard
 from provisioner.ports import Cache, CinderPort, KubeWriter
 from provisioner.telemetry.events import EventRecorder
 from provisioner.telemetry.metrics import Metrics
@@ -134,6 +135,8 @@ class Context:
     checkpoint: Callable[[str], None] = lambda point: None
     #: cloud name → monotonic time before which no call may go to it (Cinder said 429 + Retry-After).
     gates: dict[str, float] = field(default_factory=dict)
+    #: shared status lists for volumes still creating (one list per poll round instead of a get per claim)
+    board: StatusBoard = field(default_factory=StatusBoard)
 
     def hold_cloud(self, cloud: str | None, seconds: float) -> None:
         """Honour Retry-After for every claim on this cloud, not just the one that got the 429."""

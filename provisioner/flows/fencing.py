@@ -93,8 +93,10 @@ class FencedCinder:
     def find_volume(self, *, name: str, cluster: str) -> Volume | None:
         return self._inner.find_volume(name=name, cluster=cluster)
 
-    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
-        return self._inner.list_volumes(metadata=metadata)
+    def list_volumes(
+        self, *, metadata: Mapping[str, str], created_since: float | None = None
+    ) -> Iterator[Volume]:
+        return self._inner.list_volumes(metadata=metadata, created_since=created_since)
 
     def get_snapshot(self, snapshot_id: SnapshotId) -> Snapshot:
         return self._inner.get_snapshot(snapshot_id)

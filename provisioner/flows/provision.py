@@ -231,7 +231,8 @@ def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
     if hint.volume_id is None and not hint.look_up and never_created(ctx, pvc):
         return replace(base, fresh=True)  # no create mark: nothing to look up (the intent patch proves it)
     try:
-        volume = lookup_volume(ctx, cinder, names.pv_name_for(uid), hint)
+        cloud = params.cloud or ctx.settings.default_cloud
+        volume = lookup_volume(ctx, cinder, names.pv_name_for(uid), hint, cloud=cloud)
     except CinderAmbiguous:
         return replace(base, duplicates=True)
     if volume is None:

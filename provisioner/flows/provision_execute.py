@@ -111,6 +111,8 @@ def create_step(
     hint = ctx.hints.get(meta["uid"])
     hint.volume_id = volume.id
     hint.polls = 0
+    if cinder.capabilities.time_filters:
+        ctx.board.wait_on(cloud, volume, now=ctx.clock())  # its polls may share one list per round
     log.info(
         "volume_created",
         pvc=f"{meta['namespace']}/{meta['name']}",

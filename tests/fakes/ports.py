@@ -225,9 +225,13 @@ class FakeCinder:
             raise CinderAmbiguous(f"{len(found)} volumes named {name}", operation="volume_find")
         return found[0] if found else None
 
-    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
-        self._call("list_volumes", dict(metadata))
+    def list_volumes(
+        self, *, metadata: Mapping[str, str], created_since: float | None = None
+    ) -> Iterator[Volume]:
+        self._call("list_volumes", dict(metadata), *(() if created_since is None else (created_since,)))
         items = [v for v in self.volumes.values() if all(v.metadata.get(k) == x for k, x in metadata.items())]
+        if created_since is not None:
+            items = [v for v in items if v.created_at is None or v.created_at >= int(created_since)]
         return iter(sorted(items, key=lambda v: v.id))
 
     def get_snapshot(self, snapshot_id: SnapshotId) -> Snapshot:

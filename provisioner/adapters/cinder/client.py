@@ -324,9 +324,17 @@ class CinderAdapter(BackupOps):
             )
         return matches[0] if matches else None
 
-    def list_volumes(self, *, metadata: Mapping[str, str]) -> Iterator[Volume]:
-        """Every volume whose metadata contains ``metadata``, page by page (marker/limit)."""
+    def list_volumes(
+        self, *, metadata: Mapping[str, str], created_since: float | None = None
+    ) -> Iterator[Volume]:
+        """Every volume whose metadata contains ``metadata``, page by page (marker/limit); with
+        ``created_since`` only those Cinder created at or after that Unix time (whole seconds, 3.60+)."""
         opts: dict[str, Any] = {"metadata": dict(metadata)} if metadata else {}
+        if created_since is not None:
+            if not self.capabilities.time_filters:
+                version = self.capabilities.microversion
+                raise ValueError(f"created_since needs microversion 3.60 (negotiated {version})")
+            opts["created_at"] = "gte:" + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(created_since)))
         marker: str | None = None
         while True:
 

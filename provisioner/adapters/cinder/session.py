@@ -134,4 +134,5 @@ def capabilities_for(version: str) -> CinderCapabilities:
         name_filter=at_least("3.34"),
         inuse_extend=at_least("3.42"),
         backups_as_source=at_least("3.47"),
+        time_filters=at_least("3.60"),
     )

@@ -11,10 +11,11 @@ import ast
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from provisioner.testworld.cinder_emulator.state import ApiError, invalid, not_found
+from provisioner.testworld.cinder_emulator.state import TIME_OPERATORS, ApiError, invalid, not_found
 from provisioner.testworld.cinder_emulator.store import Store
 
 Result = tuple[int, Any]
@@ -65,8 +66,27 @@ def _filters(query: dict[str, str], allowed: tuple[str, ...]) -> dict[str, Any]:
                         value = json.loads(value)
                     except ValueError:
                         raise invalid(f"Invalid metadata filter: {value}") from None
+            elif key in ("created_at", "updated_at"):
+                value = time_comparisons(key, str(value))
             out[key] = value
     return out
+
+
+def time_comparisons(key: str, raw: str) -> tuple[tuple[str, datetime], ...]:
+    """``gte:2026-12-02T07:00:00[,lt:…]`` → (operator, UTC time) pairs; a bad one is Cinder's 400."""
+    out = []
+    for unit in raw.split(","):
+        operator, sep, text = unit.partition(":")
+        if not sep:
+            raise invalid(f"Invalid {key} value")
+        if operator not in TIME_OPERATORS:
+            raise invalid(f"Invalid {operator} operator")
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid(f"Invalid {text} value") from None
+        out.append((operator, when if when.tzinfo else when.replace(tzinfo=UTC)))
+    return tuple(out)
 
 
 def route(method: str, path: str, body: Any, version: tuple[int, int], query: dict[str, str]) -> Route:
@@ -122,7 +142,9 @@ def _volumes(
             ),
         )
     if method == "GET" and ident in (None, "detail"):
-        flt = _filters(query, ("name", "name~", "status", "metadata", "availability_zone"))
+        # created_at comparisons are 3.60+; older requests drop the filter silently, as Cinder does.
+        times = ("created_at",) if version >= (3, 60) else ()
+        flt = _filters(query, ("name", "name~", "status", "metadata", "availability_zone", *times))
 
         def list_volumes(s: Store, limit: int, base: str) -> Result:
             items = s.list_volumes(flt, like_filters=version >= (3, 34))
