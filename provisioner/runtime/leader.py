@@ -11,10 +11,12 @@ shared client cannot starve them.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -68,6 +70,8 @@ class LeaderElector:
         self._observed: tuple[str, str] | None = None  # (holder, renewTime) last seen
         self._observed_at = float("-inf")
         self._last_poll_at: float | None = None
+        #: the Lease as our last successful write returned it (the leader's renewals start from it)
+        self._held: dict[str, Any] | None = None
         self._poke = threading.Event()
         self._stop = threading.Event()
         self.lost = threading.Event()
@@ -91,8 +95,30 @@ class LeaderElector:
     # ---- one attempt ---------------------------------------------------------------------------------
 
     def try_acquire_or_renew(self) -> bool:
-        """One round: create/renew/take over the lease. True if we hold it afterwards."""
+        """One round: create/renew/take over the lease. True if we hold it afterwards.
+
+        A leader renews optimistically from the Lease its last write returned: one ``update`` whose
+        resourceVersion the API server tests, no ``get`` first (client-go's fast path). Any failure of that
+        write (someone else wrote the Lease, or the server did not answer) drops to the full round below,
+        which reads the Lease and decides from what it holds.
+        """
         now_wall = _micro_now()
+        if self._held is not None and self.is_leader():
+            lease = copy.deepcopy(self._held)
+            lease.setdefault("spec", {})["renewTime"] = now_wall
+            try:
+                self._held = self._client.replace("leases", lease, namespace=self.namespace)
+            except KubeError as e:
+                log.info("lease_fast_renew_failed", error=str(e))
+                self._held = None
+            else:
+                # What a full round would have seen: our own record, now (a later change by anyone else
+                # happened after this look, which is how the full round dates it).
+                self._observed = (self.identity, now_wall)
+                self._last_poll_at = self._clock()
+                self._mark_renewed()
+                return True
+        self._held = None
         try:
             lease = self._client.get("leases", self.name, namespace=self.namespace)
         except KubeNotFound:
@@ -109,7 +135,7 @@ class LeaderElector:
                 },
             }
             try:
-                self._client.create("leases", body, namespace=self.namespace)
+                self._held = self._client.create("leases", body, namespace=self.namespace)
             except KubeError:
                 return False
             self._mark_renewed()
@@ -143,7 +169,7 @@ class LeaderElector:
         spec["leaseDurationSeconds"] = max(1, int(self.lease_duration))
         lease["spec"] = spec
         try:
-            self._client.replace("leases", lease, namespace=self.namespace)
+            self._held = self._client.replace("leases", lease, namespace=self.namespace)
         except (KubeConflict, KubeError) as e:
             log.info("lease_update_failed", error=str(e))
             return False

@@ -99,3 +99,75 @@ def test_invalid_timing_is_a_config_error(d: float, r: float, p: float) -> None:
     """duration > renew deadline > 1.2 x retry period, else a ConfigError naming the setting."""
     with pytest.raises(ConfigError):
         validate_timing(d, r, p)
+
+
+class CountingStore(LeaseStore):
+    """The lease store, counting reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def client(self, who: str) -> Any:
+        inner = super().client(who)
+        store = self
+
+        class C:
+            def get(self, resource: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+                store.gets += 1
+                return inner.get(resource, name, namespace=namespace)  # type: ignore[no-any-return]
+
+            create = inner.create
+            replace = inner.replace
+
+        return C()
+
+
+def test_a_leader_renews_with_one_update_and_no_read() -> None:
+    """client-go's fast path: renewals start from the Lease the last write returned (10 renewals: 0 gets)."""
+    store, clock = CountingStore(), [0.0]
+    a = elector(store, "a", clock)
+    assert a.try_acquire_or_renew()
+    gets_after_acquire = store.gets
+    for i in range(10):
+        clock[0] = 2.0 * (i + 1)
+        assert a.try_acquire_or_renew()
+    assert gets_after_acquire == store.gets
+    assert a.is_leader()
+
+
+def test_a_fast_renewal_that_finds_the_lease_taken_falls_back_and_stands_down() -> None:
+    """Someone else wrote the Lease meanwhile: the version test fails, the full round reads it, and a live
+    lease of another holder is respected (dated no earlier than our last successful renewal)."""
+    store, clock = CountingStore(), [0.0]
+    a = elector(store, "a", clock)
+    assert a.try_acquire_or_renew()
+    clock[0] = 2.0
+    assert a.try_acquire_or_renew()
+    # b takes over by force (as after a partition): a's next renewal must not overwrite it.
+    assert store.obj is not None
+    store.obj["spec"]["holderIdentity"] = "b"
+    store.rv += 1
+    store.obj["metadata"]["resourceVersion"] = str(store.rv)
+    clock[0] = 4.0
+    assert not a.try_acquire_or_renew()
+    assert "b" == store.obj["spec"]["holderIdentity"]
+    assert not a.is_leader()
+    clock[0] = 2.0 + 15.0 - 0.1  # b's record, dated at a's last renewal, is still live
+    assert not a.try_acquire_or_renew()
+    assert "b" == store.obj["spec"]["holderIdentity"]
+
+
+def test_a_fast_renewal_the_server_does_not_answer_is_retried_as_a_full_round() -> None:
+    store, clock = CountingStore(), [0.0]
+    a = elector(store, "a", clock)
+    assert a.try_acquire_or_renew()
+    store.fail_writes_from.add("a")
+    clock[0] = 2.0
+    assert not a.try_acquire_or_renew()
+    store.fail_writes_from.clear()
+    clock[0] = 4.0
+    gets = store.gets
+    assert a.try_acquire_or_renew()
+    assert gets + 1 == store.gets  # the round after a failed fast renewal reads first
+    assert a.is_leader()
