@@ -113,7 +113,7 @@ def create_step(
     hint.polls = 0
     if cinder.capabilities.time_filters:
         ctx.board.wait_on(cloud, volume, now=ctx.clock())  # its polls may share one list per round
-    log.info(
+    log.debug(  # the adapter's cinder_volume_created (info) already names the volume and its id
         "volume_created",
         pvc=f"{meta['namespace']}/{meta['name']}",
         volume_id=volume.id,
