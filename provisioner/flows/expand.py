@@ -22,7 +22,10 @@ RecoverVolumeExpansionFailure, the protocol kubelet and ``kubectl describe`` rea
    claims are refused with a Warning before Cinder is called.
 5. Shrinking (a request below what was allocated) is refused with a Warning; Cinder volumes only grow.
    A failed extend (quota, ``error_extending``, a refusal) removes ``Resizing``, marks
-   ``ControllerResizeInfeasible`` and says why; the PV and ``status.capacity`` keep the old size.
+   ``ControllerResizeInfeasible`` and says why; the PV and ``status.capacity`` keep the old size. The
+   same size is tried again only by the slow retry or once the claim changes (the external-resizer's slow
+   set): the outcome carries the claim copy it was decided on (``Decided``) so the controller remembers
+   the failure against that copy, not an older one.
 
 Every step is decided by the pure ``decide_expansion``; ``execute`` performs exactly one step.
 """
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import structlog
@@ -521,8 +524,25 @@ def _record(ctx: Context, s: _Seen, step: RecordResized) -> Outcome:
 # ---- the flow -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decided(Outcome):
+    """An outcome with the copy of the claim it was decided on.
+
+    ``process()`` remembers a final failure (and a delay) against the claim's shape; the copy it reads
+    before the flow runs can be older than the one the flow then reads from the cache (a resize that
+    arrived in between). Remembered against the older copy, the newer copy's watch event looked like a
+    change and the infeasible extend was retried at once.
+    """
+
+    claim: Obj = field(compare=False, repr=False)
+
+
 def reconcile_expansion(ctx: Context, key: str) -> Outcome:
-    """One reconcile of a bound claim's size: observe, decide, execute (a few steps at most)."""
+    """One reconcile of a bound claim's size: observe, decide, execute (a few steps at most).
+
+    The outcome is a ``Decided`` carrying the claim copy the steps were decided on (plain once the claim
+    is gone from the cache).
+    """
     limits = Limits(slow_retry_seconds=ctx.settings.final_retry_seconds)
     seen: list[_Seen | None] = [None]
 
@@ -545,17 +565,23 @@ def reconcile_expansion(ctx: Context, key: str) -> Outcome:
         return DONE if s is None else execute(ctx, s, step)
 
     try:
-        return drive(observe, decide, run)
+        outcome = drive(observe, decide, run)
     except CinderRateLimited as err:
         s = seen[0]
         ctx.hold_cloud(s.claim.cloud if s else None, err.retry_after or 1.0)
-        return requeue(err.retry_after or 1.0, "rate_limited")
+        outcome = requeue(err.retry_after or 1.0, "rate_limited")
     except ProvisionerError as err:
         s = seen[0]
         if s is not None:
             ctx.events.event(s.pvc, "Warning", EVENT_RESIZE_FAILED, f"will retry: {err}")
         log.warning("expansion_step_failed", pvc=key, error=str(err))
-        return error(type(err).__name__, str(err))
+        outcome = error(type(err).__name__, str(err))
+    s = seen[0]
+    if s is None:
+        return outcome
+    return Decided(
+        kind=outcome.kind, delay=outcome.delay, reason=outcome.reason, message=outcome.message, claim=s.pvc
+    )
 
 
 def reconcile_claim_and_size(ctx: Context, key: str) -> Outcome:
@@ -571,4 +597,4 @@ def reconcile_claim_and_size(ctx: Context, key: str) -> Outcome:
     return reconcile_expansion(ctx, key)
 
 
-__all__ = ["decide_expansion", "reconcile_claim_and_size", "reconcile_expansion"]
+__all__ = ["Decided", "decide_expansion", "reconcile_claim_and_size", "reconcile_expansion"]

@@ -30,7 +30,7 @@ from provisioner.domain import names
 from provisioner.domain.outcome import Outcome, SimulatedCrash
 from provisioner.flows.context import Context, Obj
 from provisioner.flows.deletion import is_our_pv, reconcile_volume
-from provisioner.flows.expand import reconcile_claim_and_size
+from provisioner.flows.expand import Decided, reconcile_claim_and_size
 from provisioner.flows.provision import class_name_of, is_ours
 from provisioner.ports import ListWatcher
 from provisioner.runtime.informer import Informer, trim
@@ -295,6 +295,8 @@ class Controller:
             log.exception("reconcile_crashed", key=f"{kind}:{name}")
             outcome = Outcome(kind="error", reason=type(e).__name__, message=str(e))
         self.ctx.metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
+        if isinstance(outcome, Decided):  # remember it against the copy the flow acted on, not ours
+            versions = self._versions(key, outcome.claim)
         self._schedule(key, outcome, versions)
         return outcome
 

@@ -10,6 +10,7 @@ from provisioner.domain.errors import CinderQuotaExceeded, CinderUnavailable
 from provisioner.domain.model import VolumeId
 from provisioner.flows.expand import (
     ANN_PRE_RESIZE_CAPACITY,
+    Decided,
     reconcile_claim_and_size,
     reconcile_expansion,
 )
@@ -153,6 +154,20 @@ def test_quota_failure_leaves_the_claim_consistent_and_says_why() -> None:
     warning = [c for c in w.events.calls if c.type == "Warning"]
     assert 1 == len(warning)
     assert "gigabytes quota exceeded" in warning[0].message
+
+
+def test_the_outcome_names_the_claim_copy_it_was_decided_on() -> None:
+    """The flow reads the cache itself: its outcome carries that copy, for the controller to remember a
+    failure against (not the older copy the controller read before the flow ran)."""
+    cinder = FakeCinder()
+    cinder.fail("extend_volume", CinderQuotaExceeded("gigabytes quota exceeded", operation="volume_extend"))
+    w = world(cinder=cinder)
+    read = claim(w)
+    outcome = reconcile_expansion(w.ctx, KEY)
+    assert isinstance(outcome, Decided)
+    assert ("final", "4Gi") == (outcome.kind, outcome.claim["spec"]["resources"]["requests"]["storage"])
+    assert read["metadata"]["uid"] == outcome.claim["metadata"]["uid"]
+    assert "allocatedResourceStatuses" not in outcome.claim["status"]  # the copy read, not our writes
 
 
 def test_transient_failure_backs_off_with_one_warning_per_attempt() -> None:
