@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import pytest
+
 from provisioner.domain import names
 from provisioner.domain.errors import CinderQuotaExceeded, CinderUnavailable
 from provisioner.domain.outcome import Outcome
@@ -210,31 +212,27 @@ def test_events_and_resyncs_after_an_infeasible_extend_make_no_more_extends() ->
     assert [5, 5] == c.extends()  # the slow retry; Cinder now accepts it
 
 
-def test_a_user_raising_the_request_after_an_infeasible_extend_gets_a_fresh_attempt() -> None:
-    """Infeasible at 5 Gi, the user asks 6 Gi: extended at once to 6 Gi."""
+@pytest.mark.parametrize(
+    ("request_", "gib"),
+    [
+        pytest.param("6Gi", 6, id="raised"),
+        pytest.param("3Gi", 3, id="lowered-still-above-capacity"),
+    ],
+)
+def test_a_user_changing_the_request_after_an_infeasible_extend_gets_a_fresh_attempt(
+    request_: str, gib: int
+) -> None:
+    """Infeasible at 5 Gi, the user asks another size (above status.capacity): extended to it at once."""
     c = cluster()
     c.drain()
     c.cinder.fail("extend_volume", CinderQuotaExceeded("413 quota", operation="volume_extend"), times=1)
     resize_arrives_during_a_step(c)
     c.echo_claim()
     c.drain()
-    c.user_resizes("6Gi")
+    c.user_resizes(request_)
     c.drain()
-    assert [5, 6] == c.extends()
-
-
-def test_a_user_lowering_the_request_after_an_infeasible_extend_gets_a_fresh_attempt() -> None:
-    """Infeasible at 5 Gi, the user lowers to 3 Gi (still above status.capacity): extended at once to 3."""
-    c = cluster()
-    c.drain()
-    c.cinder.fail("extend_volume", CinderQuotaExceeded("413 quota", operation="volume_extend"), times=1)
-    resize_arrives_during_a_step(c)
-    c.echo_claim()
-    c.drain()
-    c.user_resizes("3Gi")
-    c.drain()
-    assert [5, 3] == c.extends()
-    assert {"storage": "3Gi"} == c.live_claim()["status"]["allocatedResources"]
+    assert [5, gib] == c.extends()
+    assert {"storage": request_} == c.live_claim()["status"]["allocatedResources"]
 
 
 def test_a_transient_extend_failure_is_retried_with_backoff() -> None:
