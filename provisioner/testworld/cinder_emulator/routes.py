@@ -67,26 +67,31 @@ def _filters(query: dict[str, str], allowed: tuple[str, ...]) -> dict[str, Any]:
                     except ValueError:
                         raise invalid(f"Invalid metadata filter: {value}") from None
             elif key in ("created_at", "updated_at"):
-                value = time_comparisons(key, str(value))
+                value = time_comparisons(str(value))
             out[key] = value
     return out
 
 
-def time_comparisons(key: str, raw: str) -> tuple[tuple[str, datetime], ...]:
-    """``gte:2026-12-02T07:00:00[,lt:…]`` → (operator, UTC time) pairs; a bad one is Cinder's 400."""
-    out = []
+def time_comparisons(raw: str) -> dict[str, datetime]:
+    """``gte:2026-12-02T07:00:00[,lt:…]`` → {operator: UTC time}, read as Cinder's API reads it.
+
+    Cinder splits each unit at its first ``:`` and a unit without one is both operator and time (so
+    ``2026`` is "Invalid 2026 operator" and ``gte`` "Invalid gte value"); the units land in a dict keyed by
+    operator, so a repeated operator keeps its last time. A bad unit is Cinder's 400.
+    """
+    out: dict[str, datetime] = {}
     for unit in raw.split(","):
         operator, sep, text = unit.partition(":")
         if not sep:
-            raise invalid(f"Invalid {key} value")
+            text = operator
         if operator not in TIME_OPERATORS:
             raise invalid(f"Invalid {operator} operator")
         try:
             when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
             raise invalid(f"Invalid {text} value") from None
-        out.append((operator, when if when.tzinfo else when.replace(tzinfo=UTC)))
-    return tuple(out)
+        out[operator] = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return out
 
 
 def route(method: str, path: str, body: Any, version: tuple[int, int], query: dict[str, str]) -> Route:
@@ -142,8 +147,11 @@ def _volumes(
             ),
         )
     if method == "GET" and ident in (None, "detail"):
-        # created_at comparisons are 3.60+; older requests drop the filter silently, as Cinder does.
-        times = ("created_at",) if version >= (3, 60) else ()
+        # Cinder's API reference dates created_at comparisons 3.60, but from 3.31 (generalized resource
+        # filtering) Cinder passes every filter through and honours them; only older requests drop it
+        # silently (its _MV_ADDED_FILTERS pop runs on the pre-3.31 path). Checked against real Cinder by
+        # tests/contract/test_cinder_time_filters_wire.py.
+        times = ("created_at",) if version >= (3, 31) else ()
         flt = _filters(query, ("name", "name~", "status", "metadata", "availability_zone", *times))
 
         def list_volumes(s: Store, limit: int, base: str) -> Result:

@@ -326,7 +326,7 @@ class StoreBase:
             self._vol(volume_id).extra["content"] = marker
 
 
-TIME_OPERATORS = ("gt", "gte", "eq", "neq", "lt", "lte")  # Cinder's time comparison operators (3.60)
+TIME_OPERATORS = ("gt", "gte", "eq", "neq", "lt", "lte")  # Cinder's time comparison operators (3.31+)
 _COMPARE: dict[str, Callable[[datetime, datetime], bool]] = {
     "gt": lambda a, b: a > b,
     "gte": lambda a, b: a >= b,
@@ -339,13 +339,14 @@ _COMPARE: dict[str, Callable[[datetime, datetime], bool]] = {
 
 def matches(rec: Rec, filters: Mapping[str, Any], like_filters: bool) -> bool:
     """Cinder's list filters: exact name, ``name~`` (3.34+), status, metadata subset, AZ, and
-    ``created_at`` time comparisons (3.60+, parsed by the route into (operator, time) pairs)."""
+    ``created_at`` time comparisons (3.31+, parsed by the route into {operator: time}; Cinder ORs them,
+    so ``gt:A,lt:B`` lists what is after A *or* before B, not a range)."""
     for key, value in filters.items():
         if key == "name~":
             ok = like_filters and str(value) in rec.name
         elif key == "created_at":
             created = datetime.fromisoformat(rec.created_at).replace(tzinfo=UTC)
-            ok = all(_COMPARE[op](created, when) for op, when in value)
+            ok = any(_COMPARE[op](created, when) for op, when in value.items())
         elif key == "metadata":
             ok = isinstance(value, Mapping) and all(rec.metadata.get(k) == v for k, v in value.items())
         else:
