@@ -43,16 +43,40 @@ def mask_secret_fields(_: Any, __: str, event: MutableMapping[str, Any]) -> Muta
     return event
 
 
-def configure_logging(level: str = "info") -> None:
-    logging.basicConfig(stream=sys.stderr, format="%(message)s", level=level.upper())
+#: Marks the root handler ``configure_logging`` installed (a second call replaces it).
+_HANDLER_MARK = "_cinder_attach_handler"
+
+
+def configure_logging(level: str = "info", *, stream: Any = None) -> None:
+    """JSON lines on stderr; other libraries' stdlib records (grpc's Python side, urllib3) are rendered
+    the same way, through the same masking, instead of as bare text in the JSON stream."""
+    out = stream or sys.stderr
+    stamp = structlog.processors.TimeStamper(fmt="iso")
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, stamp],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                mask_secret_fields,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
+            stamp,
             mask_secret_fields,
             structlog.processors.JSONRenderer(),
         ],
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=True,
     )
 

@@ -290,11 +290,16 @@ class KubeAdapter:
         with self._watch_lock:
             self._watches.add(resp.response)
         try:
-            buffer = b""
+            pending = b""  # an event split across chunks: its first part
             for chunk in resp.response.stream(65536, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
+                if b"\n" not in chunk:
+                    pending += chunk
+                    continue
+                # one split per chunk (splitting off one line at a time copied the rest of a 64 KiB
+                # chunk once per event in it)
+                lines = (pending + chunk).split(b"\n")
+                pending = lines.pop()
+                for line in lines:
                     if not line.strip():
                         continue
                     event = orjson.loads(line)

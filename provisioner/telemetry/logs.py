@@ -53,23 +53,51 @@ def redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapp
     return event_dict
 
 
+#: Marks the root handler ``configure`` installed, so a second call replaces it instead of adding one.
+_HANDLER_MARK = "_cinder_provisioner_handler"
+
+
 def configure(level: str = "info", *, json_output: bool = True, stream: Any = None) -> None:
-    """Configure structlog (and stdlib logging underneath) once, at process start."""
+    """Configure structlog (and stdlib logging underneath) once, at process start.
+
+    Our own lines are rendered by structlog directly. Lines of other libraries (urllib3, keystoneauth1,
+    the kubernetes client log through stdlib ``logging``) go through the same redaction and renderer, so
+    every line of the stream is one JSON object with a level, a time and the logger's name — not bare
+    text in the middle of a JSON stream, and never past ``redact``.
+    """
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
-    logging.basicConfig(level=lvl, stream=stream or sys.stderr, format="%(message)s")
+    out = stream or sys.stderr
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    stamp = structlog.processors.TimeStamper(fmt="iso", utc=True)
+    foreign = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.add_logger_name,
+            stamp,
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, redact, renderer],
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(foreign)
+    setattr(handler, _HANDLER_MARK, True)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(lvl)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp,
             structlog.processors.format_exc_info,
             redact,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
