@@ -51,8 +51,12 @@ class Hint:
     deadline_warned: bool = False
     #: monotonic time of the next due Cinder poll: events before it (our own patches, resyncs) do not poll
     next_poll_at: float = 0.0
-    #: the claim must be looked up by name before any create (an intent patch found the cache stale)
+    #: the claim must be looked up by name before any create (intent patches kept finding the cache stale)
     look_up: bool = False
+    #: the resourceVersion of the copy whose version-tested intent patch was refused (the cache was
+    #: behind), and how many were: a newer copy without marks may take the fast path again
+    stale_version: str | None = None
+    stale_refusals: int = 0
     #: the "creating Cinder volume" Event was recorded (only for a create still pending at its first poll)
     announced: bool = False
     #: the create the claim's mark announces was refused for good (no volume): the failure record may

@@ -228,8 +228,10 @@ def observe_volume(ctx: Context, pvc: Obj, params: ClassParams) -> VolumeState:
     adopt_id = adopt_volume_id(pvc)
     if adopt_id is not None:
         return replace(base, adoption=_check_named_volume(ctx, cinder, pvc, params, adopt_id))
-    if hint.volume_id is None and not hint.look_up and never_created(ctx, pvc):
+    fresh = hint.volume_id is None and not hint.look_up and never_created(ctx, pvc)
+    if fresh and pvc["metadata"].get("resourceVersion") != hint.stale_version:
         return replace(base, fresh=True)  # no create mark: nothing to look up (the intent patch proves it)
+    # (a copy whose version test already failed: the cache has not caught up — ask Cinder by name)
     try:
         cloud = params.cloud or ctx.settings.default_cloud
         volume = lookup_volume(ctx, cinder, names.pv_name_for(uid), hint, cloud=cloud)

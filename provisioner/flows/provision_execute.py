@@ -49,6 +49,13 @@ from provisioner.telemetry.events import PROVISIONING_FAILED, PROVISIONING_SUCCE
 
 log = structlog.get_logger(__name__)
 
+#: Version-tested intent patches refused (the cache behind the live claim) before the claim is looked up
+#: by name instead: a claim that keeps changing under us gets the lookup, not a patch per change.
+STALE_REFUSALS = 3
+#: Seconds before a claim whose intent patch found the cache stale runs again if no newer copy's event
+#: brings it back sooner.
+CACHE_CATCH_UP_SECONDS = 0.5
+
 
 class _ClaimChanged(Exception):
     """Raised by the create mark when the live claim is not the one the create was built for: not sent."""
@@ -98,8 +105,17 @@ def create_step(
     except (KubeInvalid, KubeConflict):
         if not fresh or marked:
             raise
-        ctx.hints.get(meta["uid"]).look_up = True
-        return requeue(0.0, "claim_changed")
+        # The cache was behind the live claim (most often: the PV controller's handshake annotation on a
+        # new claim). The next round takes the fast path again from a newer copy that still carries none
+        # of our marks — its own version test is the same proof — and looks up by name only if the cache
+        # has not caught up, or after STALE_REFUSALS refusals. The newer copy's event brings it back at
+        # once (it changes the claim's shape); the delay is the fallback.
+        hint = ctx.hints.get(meta["uid"])
+        hint.stale_version = meta.get("resourceVersion")
+        hint.stale_refusals += 1
+        if hint.stale_refusals >= STALE_REFUSALS:
+            hint.look_up = True
+        return requeue(CACHE_CATCH_UP_SECONDS, "claim_changed")
     except CinderReferenceNotFound as e:
         _refused(ctx, marked)
         raise reference_error(e, cloud=cloud, request=request, pvc=marked[0] if marked else pvc) from e

@@ -138,7 +138,9 @@ def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> N
     outcome = reconcile_claim(world.ctx, "ns/data")
     assert ("requeue", "claim_changed") == (outcome.kind, outcome.reason)
     assert [] == world.cinder.methods_called()
-    assert world.ctx.hints.get(UID).look_up
+    assert (
+        world.ctx.hints.get(UID).stale_version == world.pvcs.objects["ns/data"]["metadata"]["resourceVersion"]
+    )
     # The cache catches up; now the other replica's attempt is visible: wait for it, then look up.
     world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
     outcome = reconcile_claim(world.ctx, "ns/data")
@@ -146,6 +148,92 @@ def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> N
     world.clock.advance(world.ctx.settings.create_in_flight_seconds + 1.0)
     reconcile_claim(world.ctx, "ns/data")
     assert ["find_volume", "find_volume", "create_volume"] == world.cinder.methods_called()
+
+
+def _stale_world() -> Any:
+    """A claim cached at one version while the live one is newer: the PV controller's handshake
+    annotation landed after the copy our informer holds (what a claim created while we run meets)."""
+    world = _world(live_caches=False)
+    meta = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    meta["finalizers"] = ["kubernetes.io/pvc-protection"]  # as admission leaves every real claim
+    meta["annotations"] = {"team": "a"}
+    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"metadata": {"annotations": {names.ANN_STORAGE_PROVISIONER: names.DEFAULT_PROVISIONER_NAME}}},
+        namespace="ns",
+    )
+    world.kube.calls.clear()
+    return world
+
+
+def _catch_up(world: Any) -> None:
+    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+
+
+def test_a_handshake_newer_than_the_cache_costs_one_refused_patch_and_no_lookup() -> None:
+    """The first intent patch is refused (its version test names the stale copy) and nothing is sent to
+    Cinder; the newer copy still carries none of our marks, so the next round takes the fast path again —
+    its own version test is the same proof — and creates without asking Cinder by name."""
+    world = _stale_world()
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert ("requeue", "claim_changed") == (outcome.kind, outcome.reason)
+    assert outcome.delay > 0  # the newer copy's event brings it back sooner; the delay is the fallback
+    assert [] == world.cinder.methods_called()
+    _catch_up(world)
+    reconcile_claim(world.ctx, "ns/data")
+    assert ["create_volume"] == world.cinder.methods_called()
+    first, second = _claim_patches(world)
+    tested = [[op["value"] for op in p if op["path"] == "/metadata/resourceVersion"] for p in (first, second)]
+    live = world.kube.find("persistentvolumeclaims", "data", "ns")["metadata"]
+    assert tested[0] != tested[1]
+    assert len(tested[1]) == 1
+    assert names.ANN_CREATE_ATTEMPT in live["annotations"]
+
+
+def test_a_cache_still_behind_at_the_next_round_is_looked_up_by_name() -> None:
+    """The same stale copy again (its event has not arrived): no second patch on it; Cinder by name."""
+    world = _stale_world()
+    reconcile_claim(world.ctx, "ns/data")
+    reconcile_claim(world.ctx, "ns/data")
+    assert ["find_volume", "create_volume"] == world.cinder.methods_called()
+    assert 2 == len(_claim_patches(world))  # the refused one, then the create's (not version-tested)
+    assert all(op["path"] != "/metadata/resourceVersion" for op in _claim_patches(world)[1])
+
+
+def test_a_claim_that_keeps_changing_under_us_is_looked_up_after_three_refusals() -> None:
+    """Every round's copy is already stale: three refused patches, then the lookup, then one create."""
+    world = _stale_world()
+    for i in range(3):
+        outcome = reconcile_claim(world.ctx, "ns/data")
+        assert ("requeue", "claim_changed") == (outcome.kind, outcome.reason)
+        _catch_up(world)
+        world.kube.patch(
+            "persistentvolumeclaims", "data", {"metadata": {"labels": {"n": str(i)}}}, namespace="ns"
+        )
+    assert world.ctx.hints.get(UID).look_up
+    reconcile_claim(world.ctx, "ns/data")
+    assert ["find_volume", "create_volume"] == world.cinder.methods_called()
+    assert 4 == len([p for p in _claim_patches(world) if isinstance(p, list)])  # ours; the test's are maps
+
+
+def test_a_newer_copy_with_another_replicas_mark_is_never_taken_for_fresh() -> None:
+    """The copy the cache catches up to carries another replica's create mark: looked up, not created."""
+    world = _stale_world()
+    reconcile_claim(world.ctx, "ns/data")
+    other = f"replica-9 {world.ctx.wall():.3f}"
+    world.kube.patch(
+        "persistentvolumeclaims",
+        "data",
+        {"metadata": {"annotations": {names.ANN_CREATE_ATTEMPT: other}}},
+        namespace="ns",
+    )
+    _catch_up(world)
+    outcome = reconcile_claim(world.ctx, "ns/data")
+    assert ("requeue", "previous_create_in_flight") == (outcome.kind, outcome.reason)
+    assert ["find_volume"] == world.cinder.methods_called()
 
 
 def test_even_with_a_current_cache_a_looked_up_claim_keeps_looking_up() -> None:
