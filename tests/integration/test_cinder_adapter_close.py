@@ -19,6 +19,23 @@ from provisioner.testworld.objects import emulator_cloud
 from tests.integration.test_cinder_adapter_faults import password_cloud
 
 
+def replica_config(emu: CinderEmulator, cluster_id: str, **settings: object) -> ProvisionerConfig:
+    """A replica's configuration for one emulator cloud, without leader election (plus ``settings``)."""
+    return ProvisionerConfig.from_mapping(
+        {
+            "cluster_id": cluster_id,
+            "clouds": {
+                "default": emulator_cloud(emu.keystone_url, emu.username, emu.password, emu.project_id)
+            },
+            "default_cloud": "default",
+            "namespace": "kube-system",
+            "secret_namespace": "kube-system",
+            "leader_election": {"enabled": False},
+            **settings,
+        }
+    )
+
+
 def open_sockets() -> int:
     """Sockets this process holds open."""
     n = 0
@@ -54,18 +71,7 @@ def test_close_releases_the_pooled_connections() -> None:
 def test_stopped_replicas_do_not_keep_cinder_sockets() -> None:
     """Ten replicas that each talked to Cinder and stopped leave no more sockets than one would."""
     with CinderEmulator() as emu:
-        config = ProvisionerConfig.from_mapping(
-            {
-                "cluster_id": "close",
-                "clouds": {
-                    "default": emulator_cloud(emu.keystone_url, emu.username, emu.password, emu.project_id)
-                },
-                "default_cloud": "default",
-                "namespace": "kube-system",
-                "secret_namespace": "kube-system",
-                "leader_election": {"enabled": False},
-            }
-        )
+        config = replica_config(emu, "close")
         before = open_sockets()
         for i in range(10):
             replica = Replica(

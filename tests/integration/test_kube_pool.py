@@ -18,10 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import kubernetes.client as k8s
 import pytest
 
-from provisioner.config.settings import ProvisionerConfig
 from provisioner.runtime.replica import Replica
 from provisioner.testworld.cinder_emulator.emulator import CinderEmulator
-from provisioner.testworld.objects import emulator_cloud
+from tests.integration.test_cinder_adapter_close import replica_config
 
 
 class _Counting(ThreadingHTTPServer):
@@ -73,21 +72,7 @@ def test_as_many_workers_as_configured_share_pooled_connections(
 ) -> None:
     workers = 48
     with CinderEmulator() as emu:
-        config = ProvisionerConfig.from_mapping(
-            {
-                "cluster_id": "pool",
-                "clouds": {
-                    "default": emulator_cloud(emu.keystone_url, emu.username, emu.password, emu.project_id)
-                },
-                "default_cloud": "default",
-                "namespace": "kube-system",
-                "secret_namespace": "kube-system",
-                "workers": workers,
-                "kube_qps": 10_000,
-                "kube_burst": 10_000,
-                "leader_election": {"enabled": False},
-            }
-        )
+        config = replica_config(emu, "pool", workers=workers, kube_qps=10_000, kube_burst=10_000)
         replica = Replica(
             config,
             client_configuration=k8s.Configuration(host=f"http://127.0.0.1:{server.server_port}"),

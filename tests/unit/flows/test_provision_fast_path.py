@@ -121,12 +121,8 @@ def test_a_create_still_pending_at_its_first_poll_is_announced_once() -> None:
     assert ["Provisioning", "ProvisioningSucceeded"] == [e.reason for e in world.events.calls]
 
 
-def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> None:
-    """Another replica marked a create the cache does not show yet: our patch is refused, no create is
-    sent, and the next round asks Cinder by name (and waits out the other replica's attempt)."""
-    world = _world(live_caches=False)
-    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
-    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+def _mark_by_another_replica(world: Any) -> None:
+    """Another replica's create mark on the live claim (not in our cache)."""
     other = f"replica-9 {world.ctx.wall():.3f}"
     world.kube.patch(
         "persistentvolumeclaims",
@@ -134,6 +130,15 @@ def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> N
         {"metadata": {"annotations": {names.ANN_CREATE_ATTEMPT: other}}},
         namespace="ns",
     )
+
+
+def test_a_stale_cache_fails_the_version_test_and_the_next_round_looks_up() -> None:
+    """Another replica marked a create the cache does not show yet: our patch is refused, no create is
+    sent, and the next round asks Cinder by name (and waits out the other replica's attempt)."""
+    world = _world(live_caches=False)
+    world.pvcs.objects["ns/data"] = copy.deepcopy(world.kube.find("persistentvolumeclaims", "data", "ns"))
+    world.classes.objects["fast"] = world.kube.find("storageclasses", "fast")
+    _mark_by_another_replica(world)
     world.kube.calls.clear()
     outcome = reconcile_claim(world.ctx, "ns/data")
     assert ("requeue", "claim_changed") == (outcome.kind, outcome.reason)
@@ -223,13 +228,7 @@ def test_a_newer_copy_with_another_replicas_mark_is_never_taken_for_fresh() -> N
     """The copy the cache catches up to carries another replica's create mark: looked up, not created."""
     world = _stale_world()
     reconcile_claim(world.ctx, "ns/data")
-    other = f"replica-9 {world.ctx.wall():.3f}"
-    world.kube.patch(
-        "persistentvolumeclaims",
-        "data",
-        {"metadata": {"annotations": {names.ANN_CREATE_ATTEMPT: other}}},
-        namespace="ns",
-    )
+    _mark_by_another_replica(world)
     _catch_up(world)
     outcome = reconcile_claim(world.ctx, "ns/data")
     assert ("requeue", "previous_create_in_flight") == (outcome.kind, outcome.reason)
