@@ -33,8 +33,10 @@ from provisioner.telemetry.metrics import Metrics, make_metrics
 log = structlog.get_logger(__name__)
 
 
-#: Kubernetes connections besides the workers': 6 watch streams, 2 snapshot workers, the event
-#: recorder, 2 audit threads, and room to spare.
+#: Pooled Kubernetes connections besides one per worker: 6 watch streams (each holds one for its whole
+#: life), 2 snapshot workers, the event recorder, 2 audit threads, and room to spare. A smaller pool (it
+#: was a fixed 32 for 64 tuned workers) opens a connection for every request beyond it and closes it
+#: again ("Connection pool is full, discarding connection").
 KUBE_POOL_BESIDES_WORKERS = 16
 
 
@@ -73,10 +75,6 @@ class Replica:
         )
         self.identity = identity or f"{os.environ.get('POD_NAME', os.uname().nodename)}_{os.getpid()}"
         self.metrics = metrics or make_metrics()
-        # One pooled connection per thread that may talk at once: the workers, plus the informers' watch
-        # streams (each holds one for its whole life), the snapshot workers, the event recorder and the
-        # audit. A pool smaller than that (it was a fixed 32 for 64 tuned workers) opens a connection for
-        # every request beyond it and then closes it again ("Connection pool is full, discarding").
         self.kube = KubeAdapter(
             client_configuration,
             qps=config.kube_qps,

@@ -139,7 +139,8 @@ def free_port() -> int:
 
 @functools.cache
 def installed_env() -> dict[str, str]:
-    """The environment of a measured process: our modules byte-compiled, as in an installed package.
+    """The environment of the processes the benchmark starts (the measured ``run`` processes and the
+    test world): our modules byte-compiled, as in an installed package.
 
     ``pip install .`` (how the image is built, docs/deployment.md) byte-compiles every module at install
     time, so a deployed process starts from bytecode. The test environments set
