@@ -30,7 +30,12 @@ def make_clouds(config: ProvisionerConfig, metrics: Metrics) -> dict[str, Cinder
     from provisioner.adapters.cinder.client import make_cinder
 
     return {
-        name: make_cinder(cloud, max_in_flight=config.cinder_max_in_flight, observer=metrics.observe_cinder)
+        name: make_cinder(
+            cloud,
+            max_in_flight=config.cinder_max_in_flight,
+            observer=metrics.observe_cinder,
+            slot_observer=metrics.observe_cinder_slot,
+        )
         for name, cloud in config.clouds.items()
     }
 

@@ -2,8 +2,10 @@
 
 What operators asked for: how long a claim waits to be Bound (up to 30 min, because slow backends exist),
 how provisioning and deletion end (by class and reason), how Cinder behaves (latency by operation and
-status), whether the controller keeps up (queue depth, retries by reason, in-flight, leader), and whether
-it is whole (worker threads alive, failures caught by the worker's barrier that would have killed it).
+status), how full the in-flight cap is (the wait for a slot, and the slot-seconds each operation holds:
+their rate is the mean number of slots in use), whether the controller keeps up (queue depth, retries
+by reason, in-flight, leader), and whether it is whole (worker threads alive, failures caught by the
+worker's barrier that would have killed it).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BOUND_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900, 1200, 1800)
+SLOT_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 CINDER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -25,6 +28,9 @@ class Metrics:
     provision_total: Counter
     delete_total: Counter
     cinder_request_seconds: Histogram
+    #: the in-flight cap (``cinder_max_in_flight``, per cloud): the wait for a slot, the time slots are held
+    cinder_slot_wait_seconds: Histogram
+    cinder_slot_seconds_total: Counter
     queue_depth: Gauge
     queue_waiting: Gauge
     queue_retries_total: Counter
@@ -41,6 +47,11 @@ class Metrics:
     def observe_cinder(self, operation: str, status: str, seconds: float) -> None:
         """Observer handed to the Cinder adapter."""
         self.cinder_request_seconds.labels(operation=operation, status=status).observe(seconds)
+
+    def observe_cinder_slot(self, cloud: str, operation: str, waited: float, held: float) -> None:
+        """Slot observer handed to the Cinder adapter."""
+        self.cinder_slot_wait_seconds.labels(cloud=cloud, operation=operation).observe(waited)
+        self.cinder_slot_seconds_total.labels(cloud=cloud, operation=operation).inc(held)
 
 
 def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:
@@ -67,9 +78,22 @@ def make_metrics(registry: CollectorRegistry | None = None) -> Metrics:
         ),
         cinder_request_seconds=Histogram(
             p + "cinder_request_seconds",
-            "Cinder API call latency",
+            "Cinder API call latency (from the send, the in-flight slot held, to the answer)",
             ["operation", "status"],
             buckets=CINDER_BUCKETS,
+            registry=reg,
+        ),
+        cinder_slot_wait_seconds=Histogram(
+            p + "cinder_slot_wait_seconds",
+            "Time a Cinder call waited for an in-flight slot (cinder_max_in_flight per cloud)",
+            ["cloud", "operation"],
+            buckets=SLOT_WAIT_BUCKETS,
+            registry=reg,
+        ),
+        cinder_slot_seconds_total=Counter(
+            p + "cinder_slot_seconds",
+            "Seconds Cinder calls held an in-flight slot; the rate is the mean number of slots in use",
+            ["cloud", "operation"],
             registry=reg,
         ),
         queue_depth=Gauge(p + "queue_depth", "Keys ready to be processed", registry=reg),

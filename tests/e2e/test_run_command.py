@@ -78,6 +78,10 @@ def test_run_provisions_serves_health_and_exits_0_on_sigterm(world: World, tmp_p
             in metrics
         )
         assert "cinder_provisioner_leader 1.0" in metrics
+        slot = 'cinder_provisioner_cinder_slot_seconds_total{cloud="default",operation="create_volume"}'
+        assert slot in metrics
+        wait = 'cinder_provisioner_cinder_slot_wait_seconds_count{cloud="default",operation="create_volume"}'
+        assert wait in metrics
         proc.send_signal(signal.SIGTERM)
         assert 0 == proc.wait(20)
         lease = world.sim.get("leases", "kube-system", "cinder-provisioner")

@@ -7,6 +7,7 @@ microversion negotiation, the in-flight cap, auth and connection failures, metri
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -208,6 +209,70 @@ def test_in_flight_cap_bounds_concurrent_calls(emu: CinderEmulator) -> None:
     for t in threads:
         t.join()
     assert (2, 8) == (emu.max_in_flight_seen, _calls(emu, "get_volume"))
+
+
+class SlotRecorder:
+    """What the slot observer saw, and what the call observer saw, per attempt."""
+
+    def __init__(self) -> None:
+        self.slots: list[tuple[str, str, float, float]] = []
+        self.calls: list[tuple[str, float]] = []
+        self._lock = threading.Lock()
+
+    def slot(self, cloud: str, operation: str, waited: float, held: float) -> None:
+        with self._lock:
+            self.slots.append((cloud, operation, waited, held))
+
+    def call(self, operation: str, status: str, seconds: float) -> None:
+        with self._lock:
+            self.calls.append((operation, seconds))
+
+
+def test_slot_wait_and_hold_are_observed_apart_from_the_call(emu: CinderEmulator) -> None:
+    """One slot, three calls of 0.2 s at once: the later ones wait for the slot (0.2 s, 0.4 s); that wait
+    is the slot observer's, not the call's own latency; every slot is held at least its call's time."""
+    rec = SlotRecorder()
+    adapter = make_cinder(password_cloud(emu), max_in_flight=1, observer=rec.call, slot_observer=rec.slot)
+    vid = _new(adapter)
+    emu.faults.set_latency("get_volume", 0.2)
+    rec.slots.clear()
+    rec.calls.clear()
+    threads = [threading.Thread(target=adapter.get_volume, args=(vid,)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert ["get_volume"] * 3 == [op for _, op, _, _ in rec.slots]
+    assert {"emu"} == {cloud for cloud, _, _, _ in rec.slots}
+    waits = sorted(w for _, _, w, _ in rec.slots)
+    assert waits[1] >= 0.18, waits  # queued behind one call
+    assert waits[2] >= 0.36, waits  # and behind two
+    assert all(0.2 <= s < 0.36 for _, s in rec.calls), rec.calls  # its own time, not the queue's
+    assert all(held >= 0.2 for _, _, _, held in rec.slots)
+
+
+def test_slot_is_held_through_before_send_and_freed_when_it_raises(emu: CinderEmulator) -> None:
+    """The create mark is written in the slot: its time counts as held; when it raises, nothing is sent,
+    the slot is free again and the hold is still observed."""
+    rec = SlotRecorder()
+    adapter = make_cinder(password_cloud(emu), max_in_flight=1, observer=rec.call, slot_observer=rec.slot)
+    adapter.connect()
+    request = CreateVolumeRequest(name="pvc-s", size_gib=1, volume_type="rbd")
+    emu.clear_calls()
+    rec.slots.clear()
+    rec.calls.clear()
+
+    def refused() -> None:
+        time.sleep(0.1)
+        raise CinderConflict("the mark was refused", operation="create_volume")
+
+    with pytest.raises(CinderConflict):
+        adapter.create_volume(request, before_send=refused)
+    assert (0, [], 1) == (_calls(emu, "create_volume"), rec.calls, len(rec.slots))
+    assert rec.slots[0][3] >= 0.1
+    adapter.create_volume(request, before_send=lambda: time.sleep(0.1))  # the one slot is free
+    (_, call), (_, _, _, held) = rec.calls[-1], rec.slots[-1]
+    assert held >= call + 0.1
 
 
 def test_observer_sees_operation_and_status(

@@ -8,7 +8,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 
+from provisioner.telemetry.metrics import make_metrics
 from provisioner.testworld.harness import bench_stats as st
 from provisioner.testworld.harness.bench_stats import CinderCall, KubeRequest
 
@@ -191,6 +193,26 @@ def test_cinder_calls_from_metrics_sum_every_status_of_an_operation() -> None:
     )
     assert Counter({"get_volume": 9, "create_volume": 5}) == st.cinder_calls_from_metrics(text)
     assert Counter() == st.cinder_calls_from_metrics("")
+
+
+def test_slot_use_from_the_real_exposition_of_the_slot_metrics() -> None:
+    """The slot metrics as prometheus-client writes them: held seconds and waits by operation, every
+    cloud summed; the report puts slot-seconds over C and a create's mean wait for its slot."""
+    metrics = make_metrics()
+    for cloud, waited, held in (("a", 0.0, 0.5), ("a", 0.2, 0.5), ("b", 0.4, 0.6)):
+        metrics.observe_cinder_slot(cloud, "create_volume", waited, held)
+    metrics.observe_cinder_slot("a", "create_attachment", 0.0, 0.025)
+    metrics.observe_cinder("create_volume", "ok", 0.5)  # the call latency is not slot use
+    use = st.slot_use_from_metrics(generate_latest(metrics.registry).decode())
+    assert {"create_attachment", "create_volume"} == set(use)
+    create = use["create_volume"]
+    assert (3, 1.6, 0.6) == (create.attempts, round(create.held_s, 6), round(create.waited_s, 6))
+    report = st.slot_report(use, in_flight=2, n=3)
+    assert {"create_attachment": 25.0, "create_volume": 533.3} == report["slot_ms_per_attempt"]
+    assert (0.812, 0.2) == (report["slot_busy_s"], report["create_slot_wait_mean_s"])
+    assert 0.5417 == report["slot_seconds_per_pvc"]
+    assert {} == st.slot_use_from_metrics("")
+    assert None is st.slot_report({}, in_flight=2, n=0)["create_slot_wait_mean_s"]
 
 
 def test_efficiency_maths() -> None:

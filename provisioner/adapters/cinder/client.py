@@ -12,8 +12,11 @@ Why it looks like this:
 * **Bounded pressure.** A ``BoundedSemaphore`` caps in-flight Cinder calls across all worker threads.
 * **Negotiated features.** The microversion is negotiated once (lazily, or eagerly via ``connect()``):
   the highest the server, cinderclient and the configured cap allow; ``capabilities`` gates features.
-* **Metrics without coupling.** ``observer(operation, status, seconds)`` is called once per attempt;
-  status is ``"ok"`` or our error class name (``"CinderUnavailable"`` …).
+* **Metrics without coupling.** ``observer(operation, status, seconds)`` is called once per attempt
+  with the call's own time (from the send, the slot already held, to the answer); status is ``"ok"`` or
+  our error class name (``"CinderUnavailable"`` …). ``slot_observer(cloud, operation, waited, held)``
+  tells how long the attempt waited for its in-flight slot and how long it held it (the send, the
+  answer, and whatever the caller did in the slot first): how much of the cap each operation takes.
 * **No secrets in logs.** Connection info is never logged; the HTTP clients log to a disabled logger.
 """
 
@@ -65,6 +68,8 @@ from provisioner.domain.model import (
 
 T = TypeVar("T")
 Observer = Callable[[str, str, float], None]
+#: ``(cloud, operation, waited_seconds, held_seconds)``, once per attempt that got its slot
+SlotObserver = Callable[[str, str, float, float], None]
 log = structlog.get_logger(__name__)
 
 
@@ -78,6 +83,7 @@ class CinderAdapter(BackupOps):
         session: Any,
         max_in_flight: int = 16,
         observer: Observer | None = None,
+        slot_observer: SlotObserver | None = None,
         retry_attempts: int = 4,
         retry_base_wait: float = 0.2,
         retry_max_wait: float = 10.0,
@@ -91,6 +97,7 @@ class CinderAdapter(BackupOps):
         self._session = session
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._observer = observer
+        self._slot_observer = slot_observer
         self._attempts = retry_attempts
         self._base_wait = retry_base_wait
         self._max_wait = retry_max_wait
@@ -150,20 +157,23 @@ class CinderAdapter(BackupOps):
         missing_ok: bool = False,
         before_send: Callable[[], None] | None = None,
     ) -> T:
-        started = self._clock()
-        with self._slots:
+        asked = self._clock()
+        self._slots.acquire()
+        held = self._clock()
+        try:
             fence.check_before_send()  # the slot may have taken seconds: does this replica still lead?
             if before_send is not None:  # the caller's last step before sending (its errors are its own)
                 before_send()
             forget_last_response()
+            sent = self._clock()
             try:
                 result = fn()
             except Exception as e:
                 err = translate(e, operation, last_headers=last_response_headers())
                 if missing_ok and isinstance(err, CinderNotFound):
-                    self._observe(operation, "ok", started)
+                    self._observe(operation, "ok", sent)
                     return cast(T, None)
-                self._observe(operation, type(err).__name__, started)
+                self._observe(operation, type(err).__name__, sent)
                 log.debug(
                     "cinder_call_failed",
                     operation=operation,
@@ -172,8 +182,13 @@ class CinderAdapter(BackupOps):
                     request_id=err.request_id,
                 )
                 raise err from e
-        self._observe(operation, "ok", started)
-        return result
+            self._observe(operation, "ok", sent)
+            return result
+        finally:
+            released = self._clock()
+            self._slots.release()
+            if self._slot_observer is not None:
+                self._slot_observer(self.cloud.name, operation, held - asked, released - held)
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -488,6 +503,7 @@ def make_cinder(
     *,
     max_in_flight: int = 16,
     observer: Observer | None = None,
+    slot_observer: SlotObserver | None = None,
     **tuning: Any,
 ) -> CinderAdapter:
     """The adapter for one configured cloud (no network I/O until the first call or ``connect()``).
@@ -499,7 +515,12 @@ def make_cinder(
     except Exception as e:  # keystoneauth option errors: should have been caught by config validation
         raise translate(e, "make_session") from e
     return CinderAdapter(
-        cloud=cloud, session=session, max_in_flight=max_in_flight, observer=observer, **tuning
+        cloud=cloud,
+        session=session,
+        max_in_flight=max_in_flight,
+        observer=observer,
+        slot_observer=slot_observer,
+        **tuning,
     )
 
 

@@ -215,6 +215,17 @@ def table(results: dict[str, Any], line: dict[str, float | None]) -> str:
                 f"first create {p1['first_create_done_s']} s",
             )
         )
+    if p1 and p1.get("slot_seconds_by_operation"):
+        held = ", ".join(f"{op} {ms} ms" for op, ms in p1["slot_ms_per_attempt"].items())
+        rows.append(
+            (
+                "p1 in-flight slots held",
+                f"{p1['slot_busy_s']:.2f} s",
+                "",
+                f"slot-seconds / C (N·T/C = {p1['bound_s']:.2f} s is the creates' T alone); "
+                f"per attempt: {held}; a create waited {p1['create_slot_wait_mean_s']} s for its slot",
+            )
+        )
     row("p1_efficiency", f"tuned: {p1['limits']}" if p1 else "")
     row("p1_cpu_ms_per_pvc", "whole process, start included" if p1 else "")
     row("p1_peak_rss_mib", "VmHWM at the last Bound" if p1 else "")

@@ -106,6 +106,7 @@ def _burst(world: WorldProcess, spec: BurstSpec) -> dict[str, Any]:
                 f"only {done.get('bound')} of {n} claims bound after {spec.timeout_s:g} s\n{run.log_tail()}"
             )
         wall = done["at"] - run.started
+        slots = st.slot_use_from_metrics(run.metrics())
         bound = st.physical_bound(n, spec.latency_s, spec.in_flight)
         logs = world.logs()
         creates = [c.at for c in logs.cinder if c.operation == "create_volume" and c.at >= run.started]
@@ -121,6 +122,8 @@ def _burst(world: WorldProcess, spec: BurstSpec) -> dict[str, Any]:
             cpu_system_s=round(at_bound.system_s, 3),
             peak_rss_mib=round(at_bound.hwm_kib / 1024, 1),
             **requests_report(logs, run.started, done["at"], n, logs.claims),
+            # the cap's slot-seconds by operation: creates alone would fill it for exactly N·T/C
+            **st.slot_report(slots, spec.in_flight, n),
         )
         if spec.delete:
             out["delete"] = _delete_burst(world, run, spec, claims=logs.claims)

@@ -10,7 +10,7 @@ T seconds per create and C creates may be in flight).
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -276,6 +276,58 @@ def cinder_calls_from_metrics(text: str) -> Counter[str]:
         if op:
             out[op.group(1)] += int(float(value))
     return out
+
+
+_SLOT_HELD = re.compile(r"^cinder_provisioner_cinder_slot_seconds_total\{([^}]*)\}\s+(\S+)$", re.M)
+_SLOT_WAIT = re.compile(r"^cinder_provisioner_cinder_slot_wait_seconds_(sum|count)\{([^}]*)\}\s+(\S+)$", re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotUse:
+    """One operation's use of the in-flight cap, every cloud summed: slot-seconds held, attempts, and
+    the seconds they waited for a slot."""
+
+    held_s: float
+    attempts: int
+    waited_s: float
+
+
+def slot_use_from_metrics(text: str) -> dict[str, SlotUse]:
+    """The in-flight cap's use by operation from the provisioner's ``/metrics`` text."""
+    held: dict[str, float] = defaultdict(float)
+    waited: dict[str, float] = defaultdict(float)
+    count: Counter[str] = Counter()
+    for labels, value in _SLOT_HELD.findall(text):
+        if op := _OPERATION.search(labels):
+            held[op.group(1)] += float(value)
+    for kind, labels, value in _SLOT_WAIT.findall(text):
+        if op := _OPERATION.search(labels):
+            if kind == "count":
+                count[op.group(1)] += int(float(value))
+            else:
+                waited[op.group(1)] += float(value)
+    return {
+        op: SlotUse(held_s=held[op], attempts=count[op], waited_s=waited[op])
+        for op in sorted(set(held) | set(count))
+    }
+
+
+def slot_report(use: Mapping[str, SlotUse], in_flight: int, n: int) -> dict[str, Any]:
+    """Where the cap's slot-seconds went: per operation (total, and per attempt in ms), their sum over C
+    (the wall time the cap was full for that work alone) and the mean wait of a create for its slot."""
+    total = sum(u.held_s for u in use.values())
+    create = use.get("create_volume")
+    return {
+        "slot_seconds_by_operation": {op: round(u.held_s, 2) for op, u in use.items()},
+        "slot_ms_per_attempt": {
+            op: round(1000 * u.held_s / u.attempts, 1) for op, u in use.items() if u.attempts
+        },
+        "slot_seconds_per_pvc": round(total / n, 4) if n else None,
+        "slot_busy_s": round(total / in_flight, 3),
+        "create_slot_wait_mean_s": round(create.waited_s / create.attempts, 3)
+        if create and create.attempts
+        else None,
+    }
 
 
 def within(records: Iterable[Any], start: float, end: float) -> list[Any]:
