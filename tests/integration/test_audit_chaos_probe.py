@@ -26,6 +26,7 @@ def test_planted_leaks_are_found_and_removed() -> None:
             "audit_planted": 4,
             "audit_planted_missed": 0,
             "audit_false_positives": 0,
+            "audit_failed_because": {},
         } == summary
         assert [] == [v for v in emu.volumes() if v["status"] != "deleting"]
         assert [] == sim.list("persistentvolumes")
@@ -41,4 +42,18 @@ def test_a_finding_nobody_planted_is_a_false_positive() -> None:
         probe.audit_once()
         assert 1 == len(probe.false_positives)
         assert "AUDIT FALSE POSITIVE orphan-volume" in out.getvalue()
+        probe.kube.close()
+
+
+def test_a_pass_that_cannot_list_is_failed_and_says_why() -> None:
+    """A volume list that fails past the probe's retries fails the pass (absences prove nothing then):
+    counted by what could not be read, the first of its kind printed with the error."""
+    with KubeSimulator() as sim, CinderEmulator() as emu:
+        out = io.StringIO()
+        probe = AuditProbe(sim, emu, out, cluster_id="chaos")
+        emu.faults.fail_next("list_volumes", status=503, count=2)
+        assert None is probe.audit_once()
+        assert None is not probe.audit_once()
+        assert (1, 1, {"list volumes": 1}) == (probe.passes, probe.failed_passes, dict(probe.failed_because))
+        assert "audit pass failed: cloud default: cannot list volumes:" in out.getvalue()
         probe.kube.close()

@@ -12,9 +12,11 @@ controller. Passes whose lists failed (injected 5xx, the 503 storm) are counted,
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
+from collections import Counter
 from typing import Any
 
 from provisioner.adapters.cinder.client import make_cinder
@@ -48,6 +50,8 @@ class AuditProbe:
         self._planted_snapshots: list[str] = []
         self._planted_pv = ""
         self.passes = self.failed_passes = 0
+        #: why passes failed: "list volumes", "read snapshot" … (a collection error) or an error class
+        self.failed_because: Counter[str] = Counter()
         self.false_positives: dict[tuple[Kind, str], str] = {}
         self.found_in_last = False
         self._stop = threading.Event()
@@ -119,10 +123,15 @@ class AuditProbe:
             report = audit(collect(clouds={"default": self.cinder}, kube=self.kube, options=options), options)
         except ProvisionerError as e:
             self.failed_passes += 1
+            self.failed_because[type(e).__name__] += 1
             print(f"  audit pass failed: {type(e).__name__}", file=self.out, flush=True)
             return None
         if report.errors:
             self.failed_passes += 1
+            for kind, error in {_collection_failure(e): e for e in report.errors}.items():
+                if kind not in self.failed_because:  # the first of each kind, in full
+                    print(f"  audit pass failed: {error}", file=self.out, flush=True)
+                self.failed_because[kind] += 1
             return None
         self.passes += 1
         for f in report.findings:
@@ -168,6 +177,7 @@ class AuditProbe:
             "audit_planted": len(self.planted),
             "audit_planted_missed": len(missed),
             "audit_false_positives": len(self.false_positives),
+            "audit_failed_because": dict(sorted(self.failed_because.items())),
         }
 
     def _clean_up(self) -> None:
@@ -190,3 +200,12 @@ class AuditProbe:
                 if time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
+
+
+_COLLECTION = re.compile(r"cannot (list|read) (\w+)")
+
+
+def _collection_failure(error: str) -> str:
+    """``cloud default: cannot list volumes: …`` → ``list volumes`` (what the audit could not read)."""
+    m = _COLLECTION.search(error)
+    return f"{m.group(1)} {m.group(2)}" if m else error.split(":", 2)[-1].strip()[:60]
