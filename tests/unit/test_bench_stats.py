@@ -212,6 +212,15 @@ def test_slot_use_from_the_real_exposition_of_the_slot_metrics() -> None:
     assert (0.812, 0.2) == (report["slot_busy_s"], report["create_slot_wait_mean_s"])
     assert 0.5417 == report["slot_seconds_per_pvc"]
     assert {} == st.slot_use_from_metrics("")
+    metrics.observe_cinder_slot("a", "create_volume", 1.0, 0.5)
+    later = st.slot_use_from_metrics(generate_latest(metrics.registry).decode())
+    since = st.slot_use_since(later, use)
+    assert ["create_volume"] == list(since)  # create_attachment made no attempt in between
+    assert (1, 0.5, 1.0) == (
+        since["create_volume"].attempts,
+        round(since["create_volume"].held_s, 6),
+        round(since["create_volume"].waited_s, 6),
+    )
     assert None is st.slot_report({}, in_flight=2, n=0)["create_slot_wait_mean_s"]
 
 

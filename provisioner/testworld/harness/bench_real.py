@@ -188,7 +188,8 @@ def ours_burst(
 ) -> dict[str, Any]:
     """N claims at once into the store; time to the last Bound; then delete them and wait for Cinder."""
     world.post("/clear-logs", {})
-    calls_before = st.cinder_calls_from_metrics(run.metrics())
+    metrics_before = run.metrics()
+    calls_before = st.cinder_calls_from_metrics(metrics_before)
     usage_before = run.usage()
     started = time.monotonic()
     world.post("/claims", {"prefix": prefix, "count": n, "class": CLASS})
@@ -197,7 +198,11 @@ def ours_burst(
     if not done["ok"]:
         got = done.get("bound", 0) - bound_before
         raise BenchError(f"P5: only {got} of {n} claims bound\n{run.log_tail()}")
-    calls = st.cinder_calls_from_metrics(run.metrics()) - calls_before
+    metrics_after = run.metrics()
+    calls = st.cinder_calls_from_metrics(metrics_after) - calls_before
+    slots = st.slot_use_since(
+        st.slot_use_from_metrics(metrics_after), st.slot_use_from_metrics(metrics_before)
+    )
     logs = world.logs()
     kube = st.within(logs.kube, started, done["at"])
     bound_at = world.get("/moments")["bound_at"]
@@ -217,6 +222,7 @@ def ours_burst(
         "kube_by_verb_per_pvc": st.per_claim_by_key(st.kube_counts(kube), n),
         "cinder_calls_per_pvc": round(sum(calls.values()) / n, 3),
         "cinder_by_operation_per_pvc": st.per_claim_by_key(calls, n),
+        **st.slot_report(slots, spec.in_flight, n),
     }
 
 

@@ -312,6 +312,19 @@ def slot_use_from_metrics(text: str) -> dict[str, SlotUse]:
     }
 
 
+def slot_use_since(after: Mapping[str, SlotUse], before: Mapping[str, SlotUse]) -> dict[str, SlotUse]:
+    """The slot use between two readings of the (cumulative) metrics."""
+    zero = SlotUse(held_s=0.0, attempts=0, waited_s=0.0)
+    out = {}
+    for op, a in after.items():
+        b = before.get(op, zero)
+        if a.attempts > b.attempts:
+            out[op] = SlotUse(
+                held_s=a.held_s - b.held_s, attempts=a.attempts - b.attempts, waited_s=a.waited_s - b.waited_s
+            )
+    return out
+
+
 def slot_report(use: Mapping[str, SlotUse], in_flight: int, n: int) -> dict[str, Any]:
     """Where the cap's slot-seconds went: per operation (total, and per attempt in ms), their sum over C
     (the wall time the cap was full for that work alone) and the mean wait of a create for its slot."""
