@@ -40,6 +40,7 @@ def test_small_benchmark_run_prints_table_then_exactly_the_issue_keys(tmp_path: 
     )
     table = "\n".join(lines[:-1])
     assert "p1_efficiency" in table
+    assert "p1 in-flight slots held" in table
     assert "N·T/C = 10·0.05/32" in table  # the bound printed next to the measured wall
     assert 0 < line["p1_efficiency"] < 1.0  # the bound is a bound
     assert 20 < line["p1_peak_rss_mib"] < 500  # a Python process, measured from /proc, not ours
@@ -54,6 +55,11 @@ def test_small_benchmark_run_prints_table_then_exactly_the_issue_keys(tmp_path: 
         assert {"list persistentvolumeclaims", "watch persistentvolumeclaims"} <= set(p["kube_fixed"])
         assert p["wall_s"] >= p["bound_s"]
         assert 1.0 == p["delete"]["cinder_by_operation_per_pvc"]["delete_volume"]
+        # the cap's slot-seconds, read from the process's own metrics: every create held one for ≥ T
+        assert p["slot_ms_per_attempt"]["create_volume"] >= 50.0
+        assert p["slot_busy_s"] * p["in_flight"] >= 10 * 0.05
+        assert {"create_attachment", "complete_attachment"} <= set(p["slot_seconds_by_operation"])
+        assert 0.0 <= p["host_steal_pct"] <= p["host_busy_pct"] + p["host_steal_pct"] <= 100.0
     assert {"workers": 64, "cinder_max_in_flight": 32, "kube_qps": 2000.0, "kube_burst": 2000} == figures[
         "p1"
     ]["limits"]

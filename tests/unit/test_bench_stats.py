@@ -224,6 +224,17 @@ def test_slot_use_from_the_real_exposition_of_the_slot_metrics() -> None:
     assert None is st.slot_report({}, in_flight=2, n=0)["create_slot_wait_mean_s"]
 
 
+def test_host_cpu_shares_between_two_proc_stat_readings() -> None:
+    """Busy = not idle, iowait or steal; steal is its own share; a reading without ticks is zero."""
+    before = st.parse_host_cpu("cpu  100 0 50 800 10 0 0 40 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    after = st.parse_host_cpu("cpu  160 0 70 900 10 0 10 140 0 0\n")
+    assert {"host_busy_pct": 31.0, "host_steal_pct": 34.5} == st.host_cpu_report(before, after)
+    assert {"host_busy_pct": 0.0, "host_steal_pct": 0.0} == st.host_cpu_report(after, after)
+    with pytest.raises(ValueError, match="not /proc/stat"):
+        st.parse_host_cpu("intr 1 2 3")
+    assert set(st.HOST_COLUMNS) == set(st.parse_host_cpu(Path("/proc/stat").read_text()))
+
+
 def test_efficiency_maths() -> None:
     """bound N·T/C, bound/wall, CPU per claim, bytes per object over an empty-cluster baseline."""
     assert 15.625 == st.physical_bound(1000, 0.5, 32)

@@ -212,7 +212,8 @@ def table(results: dict[str, Any], line: dict[str, float | None]) -> str:
                 f"{p1['wall_s']:.2f} s",
                 "",
                 f"bound N·T/C = {p1['n']}·{p1['latency_s']:g}/{p1['in_flight']} = {p1['bound_s']:.2f} s; "
-                f"first create {p1['first_create_done_s']} s",
+                f"first create {p1['first_create_done_s']} s; host CPU busy {p1['host_busy_pct']} %, "
+                f"steal {p1['host_steal_pct']} %",
             )
         )
     if p1 and p1.get("slot_seconds_by_operation"):

@@ -95,12 +95,14 @@ def _burst(world: WorldProcess, spec: BurstSpec) -> dict[str, Any]:
     if not created.get("idle"):
         raise BenchError("the simulator's PV controller did not settle after creating the claims")
     world.post("/clear-logs", {})
+    host_before = st.parse_host_cpu(Path("/proc/stat").read_text())
     run = RunProcess(world, spec.limits, identity="bench-a", log_level=spec.log_level)
     out: dict[str, Any] = {"n": n, "latency_s": spec.latency_s, "in_flight": spec.in_flight}
     out["limits"] = spec.limits.settings() or "shipped defaults"
     try:
         done = world.wait("bound", n, spec.timeout_s)
         at_bound = run.usage()
+        host = st.host_cpu_report(host_before, st.parse_host_cpu(Path("/proc/stat").read_text()))
         if not done["ok"]:
             raise BenchError(
                 f"only {done.get('bound')} of {n} claims bound after {spec.timeout_s:g} s\n{run.log_tail()}"
@@ -124,6 +126,7 @@ def _burst(world: WorldProcess, spec: BurstSpec) -> dict[str, Any]:
             **requests_report(logs, run.started, done["at"], n, logs.claims),
             # the cap's slot-seconds by operation: creates alone would fill it for exactly N·T/C
             **st.slot_report(slots, spec.in_flight, n),
+            **host,  # the machine while it ran: a busy or stolen host makes the same code slower
         )
         if spec.delete:
             out["delete"] = _delete_burst(world, run, spec, claims=logs.claims)

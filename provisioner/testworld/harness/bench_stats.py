@@ -73,6 +73,33 @@ def usage_from_proc(stat: str, status: str, clock_ticks: int) -> ProcUsage:
     return ProcUsage(user_s=user, system_s=system, rss_kib=mem.get("VmRSS", 0), hwm_kib=mem.get("VmHWM", 0))
 
 
+#: the columns of the ``cpu`` line of ``/proc/stat`` (proc(5)), in clock ticks since boot
+HOST_COLUMNS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+
+
+def parse_host_cpu(text: str) -> dict[str, int]:
+    """The whole machine's CPU ticks by column from ``/proc/stat`` (its first line, ``cpu …``)."""
+    first = text.split("\n", 1)[0].split()
+    if not first or first[0] != "cpu" or len(first) < 1 + len(HOST_COLUMNS):
+        raise ValueError("not /proc/stat: its first line is not 'cpu' and 8 columns")
+    return {name: int(v) for name, v in zip(HOST_COLUMNS, first[1:], strict=False)}
+
+
+def host_cpu_report(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, float]:
+    """Shares of the machine's CPU time between two readings: busy (not idle or iowait) and **steal**
+    (time a virtual machine's CPUs were runnable but the hypervisor ran someone else: the same code
+    measures slower then, and the benchmark's CPU figures grow with it)."""
+    delta = {k: after[k] - before[k] for k in HOST_COLUMNS}
+    total = sum(delta.values())
+    if total <= 0:
+        return {"host_busy_pct": 0.0, "host_steal_pct": 0.0}
+    busy = total - delta["idle"] - delta["iowait"] - delta["steal"]
+    return {
+        "host_busy_pct": round(100 * busy / total, 1),
+        "host_steal_pct": round(100 * delta["steal"] / total, 1),
+    }
+
+
 def usage_from_rusage(rusage: Any) -> ProcUsage:
     """A :class:`ProcUsage` from ``os.wait4``'s ``resource.struct_rusage`` (Linux: ``ru_maxrss`` in KiB)."""
     return ProcUsage(
